@@ -1,0 +1,42 @@
+# kvmnet: the two commands a newcomer runs on a fresh Debian machine, as root:
+#   make demo   # the lab demo: NAT networks, leases, DNS, masquerade
+#   make test   # every test (unit, real kernel, end to end)
+
+GO      ?= go
+BIN     := bin/kvmnet
+# Packages the tests and the demo use. apt-get update runs once per machine
+# (a stamp file remembers it), then apt-get install as root.
+DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps
+
+.PHONY: all build deps demo test test-unit test-e2e vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/kvmnet
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+demo: deps build
+	./scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
+
+# Unit and real-kernel tests (the latter skip without root), then e2e in
+# the lab. -p 1 for root tests: they create namespaces and processes.
+test: deps build vet
+	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -p 1 -tags e2e -timeout 20m ./test/e2e/...
+
+test-unit:
+	$(GO) test -count=1 ./internal/model/... ./internal/plan/...
+
+clean:
+	rm -rf bin

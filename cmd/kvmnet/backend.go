@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/kvmnet/kvmnet/internal/api"
+	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/kernel"
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/store"
+)
+
+// backend is what the verbs need: the daemon through its socket when one
+// runs, otherwise the engine working on the kernel directly.
+type backend interface {
+	Plan(ctx context.Context, file string, doc []byte) (*api.PlanResult, error)
+	Apply(ctx context.Context, file string, doc []byte) (*api.PlanResult, error)
+	Destroy(ctx context.Context) (*api.PlanResult, error)
+	Status(ctx context.Context) (*engine.Status, error)
+	Close()
+}
+
+type remote struct{ *api.Client }
+
+func (remote) Close() {}
+
+// local runs the engine in this process.
+type local struct {
+	eng  *engine.Engine
+	host *kernel.Host
+}
+
+func (l *local) Plan(ctx context.Context, file string, doc []byte) (*api.PlanResult, error) {
+	cfg, err := model.Parse(file, doc)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.eng.Plan(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return api.Result(p), nil
+}
+
+func (l *local) Apply(ctx context.Context, file string, doc []byte) (*api.PlanResult, error) {
+	cfg, err := model.Parse(file, doc)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.eng.Apply(ctx, cfg, doc)
+	if err != nil {
+		return nil, err
+	}
+	return api.Result(p), nil
+}
+
+func (l *local) Destroy(ctx context.Context) (*api.PlanResult, error) {
+	p, err := l.eng.Destroy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return api.Result(p), nil
+}
+
+func (l *local) Status(ctx context.Context) (*engine.Status, error) { return l.eng.Status(ctx) }
+
+func (l *local) Close() {
+	l.eng.Store.Close()
+	l.host.Close()
+}
+
+// dbPath is the state database of the namespace.
+func (g *globals) dbPath() string { return filepath.Join(g.StateDir(), "state.db") }
+
+// openBackend returns the daemon's API when it answers, else a local engine.
+func (g *globals) openBackend(ctx context.Context) (backend, error) {
+	c := api.NewClient(g.Socket())
+	if _, err := os.Stat(g.Socket()); err == nil && c.Alive(ctx) {
+		g.log.Debug("using the daemon", "socket", g.Socket())
+		return remote{c}, nil
+	}
+	eng, host, err := g.openEngine()
+	if err != nil {
+		return nil, err
+	}
+	return &local{eng: eng, host: host}, nil
+}
+
+// openEngine opens the store and the kernel of this namespace.
+func (g *globals) openEngine() (*engine.Engine, *kernel.Host, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, errors.New("kvmnet changes the kernel's network configuration and needs root (run it with sudo)")
+	}
+	st, err := store.Open(g.dbPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	host, err := kernel.Open()
+	if err != nil {
+		st.Close()
+		return nil, nil, fmt.Errorf("%w", err)
+	}
+	return &engine.Engine{Store: st, Kernel: host, Log: g.log}, host, nil
+}

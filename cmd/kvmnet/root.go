@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvmnet/kvmnet/internal/netnsexec"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	netns    string
+	stateDir string
+	logLevel string
+	log      *slog.Logger
+}
+
+// StateDir is where the state database lives for this namespace.
+func (g *globals) StateDir() string {
+	if g.stateDir != "" {
+		return g.stateDir
+	}
+	if g.netns != "" {
+		return filepath.Join("/var/lib/kvmnet/netns", g.netns)
+	}
+	return "/var/lib/kvmnet"
+}
+
+// Socket is the daemon's unix socket for this namespace.
+func (g *globals) Socket() string {
+	if g.stateDir != "" {
+		return filepath.Join(g.stateDir, "kvmnet.sock")
+	}
+	if g.netns != "" {
+		return filepath.Join("/run/kvmnet", g.netns+".sock")
+	}
+	return "/run/kvmnet/kvmnet.sock"
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "kvmnet",
+		Short:         "Networking for KVM hosts: bridged and NAT networks from one file",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// The daemon logs its decisions; one-shot commands print their
+			// result and log only warnings unless asked.
+			if !cmd.Flags().Changed("log-level") && cmd.Name() != "daemon" {
+				g.logLevel = "warn"
+			}
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+			}
+			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			// Commands that must not run inside the namespace (lab) opt out.
+			if g.netns != "" && cmd.Annotations["netns"] != "host" {
+				return netnsexec.Enter(g.netns)
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.netns, "netns", "", "work inside network namespace `NAME` (as created by `ip netns add`)")
+	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (default /var/lib/kvmnet, or /var/lib/kvmnet/netns/NAME with --netns)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(newPlanCmd(g), newApplyCmd(g), newDestroyCmd(g), newGetCmd(g), newLabCmd(g))
+	return root
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/goccy/go-yaml"
+	"github.com/spf13/cobra"
+
+	"github.com/kvmnet/kvmnet/internal/engine"
+)
+
+func readFileFlag(file string) ([]byte, error) {
+	if file == "" {
+		return nil, fmt.Errorf("no file given: use -f host.yaml (or -f - for standard input)")
+	}
+	if file == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(file)
+}
+
+func newPlanCmd(g *globals) *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "plan -f FILE",
+		Short: "Show what apply would change, as the commands that would do it by hand",
+		Example: `  kvmnet plan -f /etc/kvmnet/host.yaml
+  kvmnet --netns kvl-host plan -f examples/lab.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			doc, err := readFileFlag(file)
+			if err != nil {
+				return err
+			}
+			b, err := g.openBackend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			r, err := b.Plan(cmd.Context(), file, doc)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), r.Plan)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the host's network file (YAML)")
+	return cmd
+}
+
+func newApplyCmd(g *globals) *cobra.Command {
+	var file string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Make the kernel match the file, atomically; a failure rolls back",
+		Long: `Apply observes the kernel, plans the difference to the file and carries it
+out. If any step fails, the steps already done are undone in reverse order
+and nothing changes. Applying the same file twice changes nothing the second
+time. When a daemon runs, the file is handed to it, and it starts serving
+DHCP and DNS for it at once.`,
+		Example: `  kvmnet apply -f /etc/kvmnet/host.yaml
+  kvmnet apply -f host.yaml --dry-run     # same as kvmnet plan`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			doc, err := readFileFlag(file)
+			if err != nil {
+				return err
+			}
+			b, err := g.openBackend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			if dryRun {
+				r, err := b.Plan(cmd.Context(), file, doc)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(cmd.OutOrStdout(), r.Plan)
+				return nil
+			}
+			r, err := b.Apply(cmd.Context(), file, doc)
+			if err != nil {
+				return err
+			}
+			if r.Empty {
+				fmt.Fprintln(cmd.OutOrStdout(), "no changes")
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "applied: %s\n", r.Summary)
+			}
+			for _, w := range r.Waiting {
+				fmt.Fprintf(cmd.OutOrStdout(), "waiting for tap %s (adopted by the daemon when it appears)\n", w)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&file, "file", "f", "", "the host's network file (YAML)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print the plan")
+	return cmd
+}
+
+func newDestroyCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "destroy",
+		Short: "Remove everything kvmnet owns and put back the sysctls it changed",
+		Long: `Destroy deletes kvmnet's bridges and taps, frees adopted taps, deletes the
+nftables table inet kvmnet and puts back the sysctls kvmnet changed
+(ip_forward included). It touches nothing kvmnet did not create.`,
+		Example: `  kvmnet destroy
+  kvmnet --netns kvl-host destroy`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := g.openBackend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			r, err := b.Destroy(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if r.Empty {
+				fmt.Fprintln(cmd.OutOrStdout(), "nothing to remove")
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed: %s\n", r.Summary)
+			}
+			return nil
+		},
+	}
+}
+
+func newGetCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:       "get networks|vms|leases",
+		Short:     "Show networks, VM interfaces or DHCP leases",
+		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get leases",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"networks", "vms", "leases"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what := args[0]
+			switch what {
+			case "networks", "network", "net", "vms", "vm", "ports", "leases", "lease":
+			default:
+				return fmt.Errorf("get %q: unknown kind (want networks, vms or leases)", what)
+			}
+			if output != "table" && output != "json" && output != "yaml" {
+				return fmt.Errorf("-o %q: unknown format (want table, json or yaml)", output)
+			}
+			b, err := g.openBackend(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			st, err := b.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd.OutOrStdout(), st, what, output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *engine.Status, what, format string) error {
+	var v any
+	switch what {
+	case "networks", "network", "net":
+		v = st.Networks
+	case "vms", "vm", "ports":
+		v = st.VMs
+	default:
+		v = st.Leases
+	}
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		b, err := yaml.MarshalWithOptions(v, yaml.UseJSONMarshaler())
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	defer tw.Flush()
+	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
+	switch what {
+	case "networks", "network", "net":
+		row("NAME", "MODE", "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES")
+		for _, n := range st.Networks {
+			row(n.Name, n.Mode, n.Bridge, dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
+				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases))
+		}
+	case "vms", "vm", "ports":
+		row("VM", "NETWORK", "TAP", "MAC", "IP", "STATE", "LEASE")
+		for _, p := range st.VMs {
+			row(p.VM, p.Network, p.Tap, p.MAC, dash(p.IP), p.State, dash(p.Lease))
+		}
+	default:
+		row("NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES")
+		for _, l := range st.Leases {
+			row(l.Network, l.MAC, l.IP.String(), dash(l.Hostname), l.Expiry.UTC().Format("2006-01-02T15:04:05Z"))
+		}
+	}
+	return nil
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

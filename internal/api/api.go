@@ -1,0 +1,191 @@
+// Package api is kvmnet's REST API over a unix socket: the server side the
+// daemon mounts, and the client the CLI uses when a daemon runs. Only this
+// package turns errors into HTTP status codes.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// Error codes are stable; clients match on them, never on messages.
+const (
+	CodeInvalidConfig = "invalid-config"
+	CodeApplyFailed   = "apply-failed"
+	CodeBadRequest    = "bad-request"
+	CodeInternal      = "internal"
+)
+
+// ErrorBody is the JSON of every error response.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error is an API error as the client sees it.
+type Error struct {
+	Status int
+	ErrorBody
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// FileRequest carries a host.yaml as the user wrote it; the daemon parses
+// it so that errors name the user's file, line and column.
+type FileRequest struct {
+	File string `json:"file"`
+	Doc  []byte `json:"doc"`
+}
+
+// PlanResult is the answer to plan, apply and destroy.
+type PlanResult struct {
+	Empty   bool     `json:"empty"`
+	Summary string   `json:"summary"`
+	Plan    string   `json:"plan"`
+	Waiting []string `json:"waiting,omitempty"`
+}
+
+// Result makes a PlanResult of a plan.
+func Result(p *plan.Plan) *PlanResult {
+	if p == nil {
+		return &PlanResult{Empty: true, Summary: "no changes", Plan: "no changes\n"}
+	}
+	return &PlanResult{Empty: p.Empty(), Summary: p.Summary(), Plan: p.String(), Waiting: p.Waiting}
+}
+
+// Backend is what the API serves; the daemon implements it.
+type Backend interface {
+	Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
+	Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error)
+	Destroy(ctx context.Context) (*plan.Plan, error)
+	Status(ctx context.Context) (*engine.Status, error)
+}
+
+// endpoint is one route of the API.
+type endpoint struct {
+	method, path string
+	handle       func(b Backend, r *http.Request) (any, error)
+}
+
+// endpoints is the whole API.
+var endpoints = []endpoint{
+	{"POST", "/v1/plan", func(b Backend, r *http.Request) (any, error) {
+		cfg, _, err := readFile(r)
+		if err != nil {
+			return nil, err
+		}
+		p, err := b.Plan(r.Context(), cfg)
+		return Result(p), err
+	}},
+	{"POST", "/v1/apply", func(b Backend, r *http.Request) (any, error) {
+		cfg, doc, err := readFile(r)
+		if err != nil {
+			return nil, err
+		}
+		p, err := b.Apply(r.Context(), cfg, doc)
+		if err != nil {
+			return nil, err
+		}
+		return Result(p), nil
+	}},
+	{"POST", "/v1/destroy", func(b Backend, r *http.Request) (any, error) {
+		p, err := b.Destroy(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		return Result(p), nil
+	}},
+	{"GET", "/v1/status", func(b Backend, r *http.Request) (any, error) {
+		return b.Status(r.Context())
+	}},
+	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
+		return map[string]int{"pid": os.Getpid()}, nil
+	}},
+}
+
+// errInvalid marks configuration errors (HTTP 400).
+type errInvalid struct{ error }
+
+func (e errInvalid) Unwrap() error { return e.error }
+
+func readFile(r *http.Request) (*model.Config, []byte, error) {
+	var req FileRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&req); err != nil {
+		return nil, nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, "decoding request: " + err.Error()}}
+	}
+	cfg, err := model.Parse(req.File, req.Doc)
+	if err != nil {
+		return nil, nil, errInvalid{err}
+	}
+	return cfg, req.Doc, nil
+}
+
+// Handler serves the API for b.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	for _, ep := range endpoints {
+		ep := ep
+		mux.HandleFunc(ep.method+" "+ep.path, func(w http.ResponseWriter, r *http.Request) {
+			v, err := ep.handle(b, r)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(v)
+		})
+	}
+	return mux
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	body := ErrorBody{Code: CodeApplyFailed, Message: err.Error()}
+	status := http.StatusInternalServerError
+	var ae *Error
+	var inv errInvalid
+	var me *model.Error
+	switch {
+	case errors.As(err, &ae):
+		status, body = ae.Status, ae.ErrorBody
+	case errors.As(err, &inv), errors.As(err, &me):
+		status, body.Code = http.StatusBadRequest, CodeInvalidConfig
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}
+
+// Listen opens the unix socket at path, root-only (0600), replacing a stale
+// socket left by a crashed daemon but refusing to steal a live one.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("listening on %s: another kvmnet daemon is serving this socket (stop it first)", path)
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("restricting %s to root: %w", path, err)
+	}
+	return l, nil
+}

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/kvmnet/kvmnet/internal/engine"
+)
+
+// Client talks to a daemon over its unix socket.
+type Client struct {
+	Socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{Socket: path, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// Alive reports whether a daemon answers on the socket. A socket file with
+// nobody behind it (a crashed daemon) is not alive.
+func (c *Client) Alive(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out map[string]int
+	return c.do(ctx, "GET", "/v1/ping", nil, &out) == nil
+}
+
+// IsUnreachable reports whether err means no daemon listens.
+func IsUnreachable(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body bytes.Buffer
+	if in != nil {
+		if err := json.NewEncoder(&body).Encode(in); err != nil {
+			return err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://kvmnet"+path, &body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("talking to the daemon on %s: %w", c.Socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		if err := json.NewDecoder(resp.Body).Decode(&e.ErrorBody); err != nil {
+			return fmt.Errorf("daemon answered %s", resp.Status)
+		}
+		return e
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Plan asks the daemon for the plan of a file.
+func (c *Client) Plan(ctx context.Context, file string, doc []byte) (*PlanResult, error) {
+	var r PlanResult
+	return &r, c.do(ctx, "POST", "/v1/plan", FileRequest{file, doc}, &r)
+}
+
+// Apply sends a file to the daemon, which applies it and serves it.
+func (c *Client) Apply(ctx context.Context, file string, doc []byte) (*PlanResult, error) {
+	var r PlanResult
+	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{file, doc}, &r)
+}
+
+// Destroy asks the daemon to remove everything kvmnet owns.
+func (c *Client) Destroy(ctx context.Context) (*PlanResult, error) {
+	var r PlanResult
+	return &r, c.do(ctx, "POST", "/v1/destroy", nil, &r)
+}
+
+// Status fetches what `kvmnet get` shows.
+func (c *Client) Status(ctx context.Context) (*engine.Status, error) {
+	var s engine.Status
+	return &s, c.do(ctx, "GET", "/v1/status", nil, &s)
+}

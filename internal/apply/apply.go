@@ -1,0 +1,149 @@
+// Package apply carries out a plan through the kernel backends. Every step
+// that succeeds pushes its inverse; if a step fails, the inverses run in
+// reverse order so the kernel is left as it was before the apply.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// Kernel is what apply needs from the backends. The real one is
+// kernel.Host; tests wrap it to inject failures.
+type Kernel interface {
+	AddBridge(name string, mtu int, alias string) error
+	AddTap(name string, spec plan.TapSpec, alias string) error
+	DeleteLink(name string) error
+	SetMaster(name, master string) error
+	SetMTU(name string, mtu int) error
+	SetUp(name string, up bool) error
+	AddAddr(name string, p netip.Prefix) error
+	DelAddr(name string, p netip.Prefix) error
+	SetSysctl(key, value string) error
+	NftApply(ctx context.Context, ch *plan.NftChange) error
+	NftSnapshot(ctx context.Context) (string, error)
+	NftRestore(ctx context.Context, snapshot string) error
+}
+
+// Hooks let the caller persist what must survive a crash.
+type Hooks struct {
+	// BeforeSysctl is called with the value a sysctl has before kvmnet
+	// first changes it, so destroy can put it back even after kill -9.
+	BeforeSysctl func(key, prev string) error
+}
+
+// Error is a failed apply: the step that failed and whether the rollback
+// restored the previous state.
+type Error struct {
+	Step     plan.Action
+	Err      error
+	Rollback error // nil when every done step was undone
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("applying %q: %v", e.Step.String(), e.Err)
+	if e.Rollback != nil {
+		return s + fmt.Sprintf("; rolling back also failed, the kernel may be half-changed (run the apply again): %v", e.Rollback)
+	}
+	return s + "; every step done before it was undone, nothing changed"
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Apply runs p's actions in order. On failure it undoes the steps already
+// done, in reverse, and returns an *Error.
+func Apply(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.Logger) error {
+	var undo []func() error
+	for _, a := range p.Actions {
+		if err := ctx.Err(); err != nil {
+			return rollback(a, err, undo, log)
+		}
+		u, err := do(ctx, k, a, hooks)
+		if err != nil {
+			return rollback(a, err, undo, log)
+		}
+		if u != nil {
+			undo = append(undo, u)
+		}
+		log.Debug("applied", "action", a.Op, "link", a.Link)
+	}
+	return nil
+}
+
+func rollback(a plan.Action, cause error, undo []func() error, log *slog.Logger) error {
+	var errs []error
+	// Keep going on errors: undo as much as possible and report all of it.
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := undo[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	log.Warn("apply failed, rolled back", "failed", a.Op, "link", a.Link, "undone", len(undo), "rollbackErrors", len(errs))
+	return &Error{Step: a, Err: cause, Rollback: errors.Join(errs...)}
+}
+
+// do runs one action and returns its inverse.
+func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error, error) {
+	switch a.Op {
+	case plan.OpAddBridge:
+		return func() error { return k.DeleteLink(a.Link) }, k.AddBridge(a.Link, a.MTU, a.Alias)
+	case plan.OpAddTap:
+		return func() error { return k.DeleteLink(a.Link) }, k.AddTap(a.Link, a.Tap, a.Alias)
+	case plan.OpSetMTU:
+		return func() error { return k.SetMTU(a.Link, a.PrevMTU) }, k.SetMTU(a.Link, a.MTU)
+	case plan.OpSetUp:
+		return func() error { return k.SetUp(a.Link, !a.Up) }, k.SetUp(a.Link, a.Up)
+	case plan.OpSetMaster:
+		return func() error { return k.SetMaster(a.Link, a.PrevMaster) }, k.SetMaster(a.Link, a.Master)
+	case plan.OpAddAddr:
+		return func() error { return k.DelAddr(a.Link, a.Addr) }, k.AddAddr(a.Link, a.Addr)
+	case plan.OpDelAddr:
+		return func() error { return k.AddAddr(a.Link, a.Addr) }, k.DelAddr(a.Link, a.Addr)
+	case plan.OpSysctl:
+		if hooks.BeforeSysctl != nil {
+			if err := hooks.BeforeSysctl(a.Key, a.Prev); err != nil {
+				return nil, err
+			}
+		}
+		return func() error { return k.SetSysctl(a.Key, a.Prev) }, k.SetSysctl(a.Key, a.Value)
+	case plan.OpNft:
+		snap, err := k.NftSnapshot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		// The undo must run even when ctx was cancelled.
+		return func() error { return k.NftRestore(context.Background(), snap) }, k.NftApply(ctx, a.Nft)
+	case plan.OpDelLink:
+		return func() error { return recreate(k, a.Gone) }, k.DeleteLink(a.Link)
+	}
+	return nil, fmt.Errorf("unknown action %q", a.Op)
+}
+
+// recreate brings back a link a del-link removed (undo).
+func recreate(k Kernel, l *plan.Link) error {
+	var err error
+	if l.Kind == "bridge" {
+		err = k.AddBridge(l.Name, l.MTU, l.Alias)
+	} else {
+		err = k.AddTap(l.Name, plan.TapSpec{}, l.Alias)
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range l.Addrs {
+		errs = append(errs, k.AddAddr(l.Name, p))
+	}
+	if l.Master != "" {
+		errs = append(errs, k.SetMaster(l.Name, l.Master))
+	}
+	if l.Up {
+		errs = append(errs, k.SetUp(l.Name, true))
+	}
+	return errors.Join(errs...)
+}

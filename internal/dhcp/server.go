@@ -1,0 +1,463 @@
+package dhcp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/kvmnet/kvmnet/internal/store"
+)
+
+// exhaustedLogEvery rate-limits the "pool exhausted" warning: a full pool is
+// asked again by every waiting client every few seconds.
+const exhaustedLogEvery = time.Minute
+
+// Server is the DHCPv4 server of one NAT network. Create it with New, run it
+// with Start and Close (or Serve); Update reconfigures it in place.
+type Server struct {
+	network string // cfg.Network, which never changes
+	leases  LeaseStore
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu            sync.Mutex // guards everything below
+	cfg           Config
+	alloc         *allocator
+	srv           *server4.Server
+	done          chan struct{} // closed when the serve loop ends
+	serveErr      error
+	closing       bool
+	lastExhausted time.Time
+
+	// inflight counts running packet handlers, so Close can wait for them
+	// and nobody writes to the LeaseStore after Close returns.
+	inflight sync.WaitGroup
+}
+
+// New validates cfg and loads the network's persisted leases from leases. It
+// opens no socket; Start does. A nil log discards messages.
+func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	if leases == nil {
+		return nil, fmt.Errorf("dhcp server of network %q: no lease store", cfg.Network)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stored, err := leases.Leases(cfg.Network)
+	if err != nil {
+		return nil, fmt.Errorf("loading leases of network %q: %w", cfg.Network, err)
+	}
+	var ok []store.Lease
+	for _, l := range stored {
+		// Records that are not ours or that cannot be parsed would only
+		// confuse the allocator; they will be overwritten on the next ACK
+		// for that MAC.
+		if hw, err := net.ParseMAC(l.MAC); err == nil && len(hw) == 6 && l.IP.Is4() && l.Network == cfg.Network {
+			l.MAC = hw.String()
+			ok = append(ok, l)
+		}
+	}
+	alloc, stale := newAllocator(cfg, ok)
+	for _, mac := range stale {
+		if err := leases.DeleteLease(cfg.Network, mac); err != nil {
+			return nil, fmt.Errorf("deleting conflicting lease of %s on network %q: %w", mac, cfg.Network, err)
+		}
+	}
+	return &Server{
+		network: cfg.Network,
+		leases:  leases,
+		log:     log.With("network", cfg.Network, "interface", cfg.Interface),
+		now:     time.Now,
+		cfg:     cfg,
+		alloc:   alloc,
+	}, nil
+}
+
+// Start opens the server's socket (UDP port 67 on every address, bound to
+// cfg.Interface with SO_BINDTODEVICE) and serves requests in the background
+// until Close. The socket lives in the network namespace of the calling
+// thread: to serve inside a namespace, call Start from a goroutine locked
+// into it.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil || s.closing {
+		return fmt.Errorf("starting dhcp server of network %q: already started or closed", s.cfg.Network)
+	}
+	addr := &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}
+	srv, err := server4.NewServer(s.cfg.Interface, addr, s.handle)
+	if err != nil {
+		return fmt.Errorf("starting dhcp server of network %q on %q: %w", s.cfg.Network, s.cfg.Interface, err)
+	}
+	s.srv = srv
+	s.done = make(chan struct{})
+	go func() {
+		err := srv.Serve()
+		s.mu.Lock()
+		if !s.closing {
+			s.serveErr = err
+		}
+		s.mu.Unlock()
+		close(s.done)
+	}()
+	s.log.Info("dhcp server started", "server", s.cfg.ServerIP, "range", s.cfg.RangeStart.String()+"-"+s.cfg.RangeEnd.String())
+	return nil
+}
+
+// Serve runs Start, serves until ctx is done or the socket fails, then
+// closes. It returns nil after a cancellation and the socket's error
+// otherwise.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	return s.Close()
+}
+
+// Close stops serving and waits until requests being handled are done, so no
+// lease is written after it returns. It returns the error that stopped the
+// serve loop, if the loop died on its own. Calling it again does nothing.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	srv, done := s.srv, s.done
+	s.mu.Unlock()
+	var err error
+	if srv != nil {
+		srv.Close()
+		<-done
+		err = s.serveErr
+	}
+	s.inflight.Wait()
+	if err != nil {
+		return fmt.Errorf("dhcp server of network %q: %w", s.network, err)
+	}
+	return nil
+}
+
+// Update switches to a new configuration without dropping the socket: new
+// reservations, range, options and lease time apply from the next request.
+// Leases that no longer fit stay until their owner asks again and is refused.
+// Interface and Network cannot change: close the server and create a new one.
+func (s *Server) Update(cfg Config) error {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cfg.Network != s.cfg.Network || cfg.Interface != s.cfg.Interface {
+		return fmt.Errorf("updating dhcp server of network %q on %q: network and interface cannot change (to %q on %q) without a restart", s.cfg.Network, s.cfg.Interface, cfg.Network, cfg.Interface)
+	}
+	s.cfg = cfg
+	s.alloc.setConfig(cfg)
+	s.log.Debug("dhcp configuration updated", "reservations", len(cfg.Reservations))
+	return nil
+}
+
+// Leases returns the network's lease records as the server holds them,
+// sorted by IP. Expired leases are included (see store.Lease.Expired): their
+// guests get the address back unless the pool had to reclaim it.
+func (s *Server) Leases() []store.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alloc.all()
+}
+
+// Pool reports how full the address pool is, for `kvmnet get leases` and
+// metrics.
+func (s *Server) Pool() PoolStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alloc.status(s.now())
+}
+
+// handle is the server4 handler; the library runs it on its own goroutine
+// per packet.
+func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.inflight.Add(1)
+	s.mu.Unlock()
+	defer s.inflight.Done()
+
+	reply := s.reply(m)
+	if reply == nil {
+		return
+	}
+	dst := replyAddr(m, reply)
+	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
+		s.log.Warn("sending dhcp reply failed", "type", reply.MessageType().String(), "mac", m.ClientHWAddr.String(), "to", dst.String(), "err", err)
+	}
+}
+
+// reply works out the answer to m, or nil for none.
+func (s *Server) reply(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	// kvmnet only serves Ethernet guests directly on its bridge.
+	if m.OpCode != dhcpv4.OpcodeBootRequest || m.HWType != iana.HWTypeEthernet || len(m.ClientHWAddr) != 6 {
+		return nil
+	}
+	mac := m.ClientHWAddr.String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	switch m.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		return s.discover(m, mac, now)
+	case dhcpv4.MessageTypeRequest:
+		return s.request(m, mac, now)
+	case dhcpv4.MessageTypeRelease:
+		s.release(m, mac, now)
+	case dhcpv4.MessageTypeDecline:
+		s.decline(m, mac, now)
+	case dhcpv4.MessageTypeInform:
+		return s.inform(m)
+	}
+	return nil
+}
+
+func (s *Server) discover(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DHCPv4 {
+	ip, err := s.alloc.discover(mac, addr4(m.RequestedIPAddress()), now)
+	if errors.Is(err, errExhausted) {
+		// No OFFER: the client keeps trying and gets an address as soon
+		// as one is released or expires.
+		if now.Sub(s.lastExhausted) >= exhaustedLogEvery {
+			s.lastExhausted = now
+			st := s.alloc.status(now)
+			s.log.Warn("dhcp pool exhausted, not answering", "mac", mac, "pool_size", st.Size, "range", s.cfg.RangeStart.String()+"-"+s.cfg.RangeEnd.String())
+		}
+		return nil
+	}
+	s.log.Debug("dhcp offer", "mac", mac, "ip", ip)
+	return s.build(m, dhcpv4.MessageTypeOffer, ip, mac)
+}
+
+func (s *Server) request(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DHCPv4 {
+	if sid := addr4(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
+		// SELECTING state, and the client took another server's offer.
+		s.alloc.forgetOffer(mac)
+		return nil
+	}
+	// SELECTING and INIT-REBOOT clients name the address in option 50;
+	// RENEWING and REBINDING ones have it in ciaddr (RFC 2131 4.3.2).
+	ip := addr4(m.RequestedIPAddress())
+	if !ip.IsValid() {
+		ip = addr4(m.ClientIPAddr)
+	}
+	if !ip.IsValid() {
+		return nil
+	}
+	// We are the only DHCP server on our bridge, so we are authoritative:
+	// a client asking for an address it may not have is told so at once
+	// (NAK) rather than left to time out, as dnsmasq --dhcp-authoritative
+	// does.
+	if !s.alloc.canLease(mac, ip, now) {
+		s.log.Debug("dhcp nak", "mac", mac, "requested", ip)
+		return s.nak(m)
+	}
+	l := s.alloc.lease(mac, ip, hostname(m), now)
+	if err := s.leases.PutLease(l); err != nil {
+		// No ACK for a lease we could not record: a restart would hand
+		// the address to someone else. The client retries.
+		s.log.Error("storing dhcp lease failed, not acknowledging", "mac", mac, "ip", ip, "err", err)
+		return nil
+	}
+	prev, had := s.alloc.leases[mac]
+	if displaced := s.alloc.commit(l); displaced != "" {
+		if err := s.leases.DeleteLease(s.cfg.Network, displaced); err != nil {
+			s.log.Warn("deleting reclaimed dhcp lease failed", "mac", displaced, "ip", ip, "err", err)
+		}
+		s.log.Info("dhcp reclaimed address", "ip", ip, "from", displaced, "to", mac)
+	}
+	if !had || prev.IP != ip || prev.Expired(now) {
+		s.log.Info("dhcp lease", "mac", mac, "ip", ip, "hostname", l.Hostname, "expiry", l.Expiry)
+	} else {
+		s.log.Debug("dhcp renew", "mac", mac, "ip", ip)
+	}
+	return s.build(m, dhcpv4.MessageTypeAck, ip, mac)
+}
+
+func (s *Server) release(m *dhcpv4.DHCPv4, mac string, now time.Time) {
+	l, ok := s.alloc.release(mac, addr4(m.ClientIPAddr), now)
+	if !ok {
+		return
+	}
+	if err := s.leases.PutLease(l); err != nil {
+		s.log.Warn("storing released dhcp lease failed", "mac", mac, "ip", l.IP, "err", err)
+	}
+	s.log.Info("dhcp release", "mac", mac, "ip", l.IP)
+}
+
+func (s *Server) decline(m *dhcpv4.DHCPv4, mac string, now time.Time) {
+	ip := addr4(m.RequestedIPAddress())
+	if !ip.IsValid() {
+		return
+	}
+	if s.alloc.decline(mac, ip, now) {
+		if err := s.leases.DeleteLease(s.cfg.Network, mac); err != nil {
+			s.log.Warn("deleting declined dhcp lease failed", "mac", mac, "ip", ip, "err", err)
+		}
+	}
+	// Someone on the bridge uses an address of ours without a lease: the
+	// admin should know.
+	s.log.Warn("dhcp decline: address already in use on the network", "mac", mac, "ip", ip, "held_for", declineHold)
+}
+
+// inform answers a client that configured its address by itself and only
+// wants the other options (RFC 2131 4.3.5): an ACK without yiaddr and
+// without lease times.
+func (s *Server) inform(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	if !addr4(m.ClientIPAddr).IsValid() {
+		return nil
+	}
+	r, err := dhcpv4.NewReplyFromRequest(m,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeAck),
+		dhcpv4.WithClientIP(m.ClientIPAddr),
+	)
+	if err != nil {
+		return nil
+	}
+	s.options(r, "")
+	return r
+}
+
+func (s *Server) nak(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	r, err := dhcpv4.NewReplyFromRequest(m,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP.AsSlice())),
+	)
+	if err != nil {
+		return nil
+	}
+	// A relay must broadcast a NAK to the client, which may not have the
+	// address it asked for (RFC 2131 4.3.2).
+	if addr4(m.GatewayIPAddr).IsValid() {
+		r.SetBroadcast()
+	}
+	return r
+}
+
+// build makes an OFFER or ACK of ip to the client of request m.
+func (s *Server) build(m *dhcpv4.DHCPv4, typ dhcpv4.MessageType, ip netip.Addr, mac string) *dhcpv4.DHCPv4 {
+	lt := s.cfg.LeaseTime
+	r, err := dhcpv4.NewReplyFromRequest(m,
+		dhcpv4.WithMessageType(typ),
+		dhcpv4.WithYourIP(ip.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(lt)),
+		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(lt/2)),
+		dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(lt*7/8)),
+	)
+	if err != nil {
+		// Only fails when the random transaction ID cannot be read,
+		// and replies copy the request's.
+		return nil
+	}
+	if typ == dhcpv4.MessageTypeAck && !m.ClientIPAddr.IsUnspecified() {
+		r.ClientIPAddr = m.ClientIPAddr
+	}
+	var host string
+	if res, ok := s.alloc.reserved[mac]; ok {
+		host = res.Hostname
+	}
+	s.options(r, host)
+	return r
+}
+
+// options adds the network's options to reply r. They are sent whether or
+// not the client asked for them: every option here is one a guest on a
+// kvmnet network needs, and clients ignore what they do not use.
+func (s *Server) options(r *dhcpv4.DHCPv4, host string) {
+	c := &s.cfg
+	r.UpdateOption(dhcpv4.OptServerIdentifier(c.ServerIP.AsSlice()))
+	r.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(c.Subnet.Bits(), 32)))
+	if c.Router.IsValid() {
+		r.UpdateOption(dhcpv4.OptRouter(c.Router.AsSlice()))
+	}
+	if len(c.DNS) > 0 {
+		ips := make([]net.IP, len(c.DNS))
+		for i, d := range c.DNS {
+			ips[i] = d.AsSlice()
+		}
+		r.UpdateOption(dhcpv4.OptDNS(ips...))
+	}
+	if c.Domain != "" {
+		r.UpdateOption(dhcpv4.OptDomainName(c.Domain))
+	}
+	if c.MTU != 0 {
+		r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, binary.BigEndian.AppendUint16(nil, uint16(c.MTU))))
+	}
+	if host != "" {
+		r.UpdateOption(dhcpv4.OptHostName(host))
+	}
+}
+
+// replyAddr is where a reply goes, per RFC 2131 4.1: to the relay if any;
+// a NAK is broadcast; to ciaddr when the client already has its address;
+// otherwise broadcast. RFC 2131 allows unicast to yiaddr when the broadcast
+// flag is clear, but that needs an ARP entry for an address the client does
+// not have yet, which a UDP socket (all server4 gives us) cannot create;
+// every client accepts the broadcast.
+func replyAddr(req, reply *dhcpv4.DHCPv4) *net.UDPAddr {
+	if gi := addr4(req.GatewayIPAddr); gi.IsValid() {
+		return &net.UDPAddr{IP: gi.AsSlice(), Port: dhcpv4.ServerPort}
+	}
+	if reply.MessageType() != dhcpv4.MessageTypeNak {
+		if ci := addr4(req.ClientIPAddr); ci.IsValid() {
+			return &net.UDPAddr{IP: ci.AsSlice(), Port: dhcpv4.ClientPort}
+		}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+}
+
+// addr4 converts a packet's address field; 0.0.0.0 and nil give the zero
+// Addr.
+func addr4(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+// hostname returns the client's host name option, cut down to what a DNS
+// label may hold, for display.
+func hostname(m *dhcpv4.DHCPv4) string {
+	h := m.HostName()
+	h, _, _ = strings.Cut(h, ".")
+	var b strings.Builder
+	for _, r := range h {
+		if r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			b.WriteRune(r)
+		}
+		if b.Len() == 63 {
+			break
+		}
+	}
+	return strings.ToLower(b.String())
+}

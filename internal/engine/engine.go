@@ -1,0 +1,155 @@
+// Package engine ties the flow together for one namespace: desired state
+// from the store, a fresh observation of the kernel, a plan, an apply that
+// rolls back on failure. The CLI uses it directly when no daemon runs; the
+// daemon uses the same engine behind its API.
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/kvmnet/kvmnet/internal/apply"
+	"github.com/kvmnet/kvmnet/internal/kernel"
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
+)
+
+// Kernel is the host kernel as the engine needs it.
+type Kernel interface {
+	apply.Kernel
+	Observe(ctx context.Context) (*plan.Observed, error)
+}
+
+var _ Kernel = (*kernel.Host)(nil)
+
+// Engine serialises plans and applies for one namespace.
+type Engine struct {
+	Store  *store.Store
+	Kernel Kernel
+	Log    *slog.Logger
+
+	mu sync.Mutex
+}
+
+// Desired returns the stored desired state; an empty Config when none.
+func (e *Engine) Desired() (*model.Config, uint64, error) {
+	doc, rev, err := e.Store.Desired()
+	if err != nil {
+		return nil, 0, err
+	}
+	if rev == 0 {
+		return &model.Config{Source: "(empty)"}, 0, nil
+	}
+	revs, err := e.Store.Revisions()
+	if err != nil {
+		return nil, 0, err
+	}
+	name := "desired state"
+	for _, r := range revs {
+		if r.Rev == rev && r.Note != "" {
+			name = r.Note
+		}
+	}
+	cfg, err := model.Parse(name, doc)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading stored desired state (revision %d): %w", rev, err)
+	}
+	return cfg, rev, nil
+}
+
+// Plan observes the kernel and plans cfg against it.
+func (e *Engine) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.plan(ctx, cfg)
+}
+
+func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	obs, err := e.Kernel.Observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	orig, err := e.Store.Originals()
+	if err != nil {
+		return nil, err
+	}
+	return plan.Build(cfg, obs, plan.Options{Originals: orig})
+}
+
+// Apply makes the kernel match cfg and, on success, stores doc (the file as
+// the user wrote it) as the new desired state. On failure the kernel is
+// rolled back and the stored state is unchanged.
+func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, err := e.run(ctx, cfg)
+	if err != nil {
+		return p, err
+	}
+	if old, rev, err := e.Store.Desired(); err == nil && rev > 0 && bytes.Equal(old, doc) {
+		return p, nil // the same file again: no new revision
+	}
+	if _, err := e.Store.SaveDesired(doc, cfg.Source); err != nil {
+		return p, fmt.Errorf("the kernel was changed but saving the desired state failed: %w", err)
+	}
+	return p, nil
+}
+
+// Converge re-applies the stored desired state (the daemon's reconcile).
+func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
+	cfg, _, err := e.Desired()
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.run(ctx, cfg)
+}
+
+// Destroy removes everything kvmnet owns, puts back the sysctls it changed
+// and forgets the desired state.
+func (e *Engine) Destroy(ctx context.Context) (*plan.Plan, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	p, err := e.run(ctx, &model.Config{Source: "destroy"})
+	if err != nil {
+		return p, err
+	}
+	if _, err := e.Store.SaveDesired(nil, "destroy"); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+// run plans and applies cfg; caller holds mu.
+func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	p, err := e.plan(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if p.Empty() {
+		return p, nil
+	}
+	e.Log.Info("applying", "actions", p.Summary(), "waiting", len(p.Waiting))
+	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal}
+	if err := apply.Apply(ctx, e.Kernel, p, hooks, e.Log); err != nil {
+		return p, err
+	}
+	// Originals that are back in place are forgotten, so the next change
+	// records the value of that time.
+	var errs []error
+	for _, a := range p.Actions {
+		if a.Op != plan.OpSysctl {
+			continue
+		}
+		if orig, _ := e.Store.Originals(); orig[a.Key] == a.Value {
+			errs = append(errs, e.Store.DeleteOriginal(a.Key))
+		}
+	}
+	return p, errors.Join(errs...)
+}

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
+)
+
+// NetworkStatus is one row of `kvmnet get networks`.
+type NetworkStatus struct {
+	Name    string `json:"name"`
+	Mode    string `json:"mode"`
+	Bridge  string `json:"bridge"`
+	Subnet  string `json:"subnet,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	Egress  string `json:"egress,omitempty"`
+	// State is "up", "down" or "missing" (the bridge does not exist).
+	State string `json:"state"`
+	// Ports configured and attached to the bridge.
+	Ports    int `json:"ports"`
+	Attached int `json:"attached"`
+	Leases   int `json:"leases"`
+}
+
+// PortStatus is one row of `kvmnet get vms`.
+type PortStatus struct {
+	VM      string `json:"vm"`
+	Network string `json:"network"`
+	Tap     string `json:"tap"`
+	MAC     string `json:"mac"`
+	IP      string `json:"ip,omitempty"`
+	// State is "attached", "waiting" (the tap does not exist yet) or
+	// "detached" (it exists but is not on the network's bridge).
+	State string `json:"state"`
+	Lease string `json:"lease,omitempty"`
+}
+
+// Status is what `kvmnet get` shows.
+type Status struct {
+	Revision uint64          `json:"revision"`
+	Networks []NetworkStatus `json:"networks"`
+	VMs      []PortStatus    `json:"vms"`
+	Leases   []store.Lease   `json:"leases"`
+}
+
+// Status joins the desired state, a fresh observation and the leases.
+func (e *Engine) Status(ctx context.Context) (*Status, error) {
+	cfg, rev, err := e.Desired()
+	if err != nil {
+		return nil, err
+	}
+	obs, err := e.Kernel.Observe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := e.Store.Leases("")
+	if err != nil {
+		return nil, err
+	}
+	return BuildStatus(cfg, rev, obs, leases, time.Now()), nil
+}
+
+// BuildStatus is the pure part of Status.
+func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []store.Lease, now time.Time) *Status {
+	st := &Status{Revision: rev, Networks: []NetworkStatus{}, VMs: []PortStatus{}, Leases: []store.Lease{}}
+	active := map[string]store.Lease{} // network/mac
+	for _, l := range leases {
+		if l.Expiry.After(now) {
+			active[l.Network+"/"+l.MAC] = l
+			st.Leases = append(st.Leases, l)
+		}
+	}
+	for _, n := range cfg.Networks {
+		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
+		if n.Mode == model.ModeNAT {
+			ns.Subnet, ns.Gateway = n.Subnet.String(), n.Gateway.String()
+			if ns.Egress == "" {
+				ns.Egress = obs.DefaultRouteLink
+			}
+		}
+		if l, ok := obs.Links[n.Bridge]; ok {
+			ns.State = "down"
+			if l.Up {
+				ns.State = "up"
+			}
+		}
+		for _, p := range cfg.Ports(n.Name) {
+			ns.Ports++
+			ps := PortStatus{VM: p.VM, Network: n.Name, Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, State: "waiting"}
+			if p.Iface.IP.IsValid() {
+				ps.IP = p.Iface.IP.String()
+			}
+			if l, ok := obs.Links[p.Iface.Tap]; ok {
+				ps.State = "detached"
+				if l.Master == n.Bridge {
+					ps.State = "attached"
+					ns.Attached++
+				}
+			}
+			if l, ok := active[n.Name+"/"+p.Iface.HWAddr]; ok {
+				ps.IP = l.IP.String()
+				ps.Lease = "until " + l.Expiry.UTC().Format(time.RFC3339)
+			}
+			st.VMs = append(st.VMs, ps)
+		}
+		for _, l := range st.Leases {
+			if l.Network == n.Name {
+				ns.Leases++
+			}
+		}
+		st.Networks = append(st.Networks, ns)
+	}
+	sort.SliceStable(st.VMs, func(i, j int) bool { return st.VMs[i].VM < st.VMs[j].VM })
+	return st
+}

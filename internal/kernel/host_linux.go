@@ -1,0 +1,120 @@
+// Package kernel composes the thin backends (link, nft, sysctl) into the
+// Host that apply drives and the planner observes.
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/kvmnet/kvmnet/internal/kernel/link"
+	"github.com/kvmnet/kvmnet/internal/kernel/nft"
+	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// Host is the kernel of the namespace kvmnet runs in.
+type Host struct {
+	Link   *link.Handle
+	NFT    *nft.NFT
+	Sysctl *sysctl.Sysctl
+}
+
+// Open opens the backends in the calling thread's network namespace (the
+// CLI re-executes itself inside --netns before it gets here).
+func Open() (*Host, error) {
+	l, err := link.New(netns.None())
+	if err != nil {
+		return nil, err
+	}
+	n, err := nft.New()
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &Host{Link: l, NFT: n, Sysctl: sysctl.New()}, nil
+}
+
+// Close releases the netlink socket.
+func (h *Host) Close() { h.Link.Close() }
+
+// ObservedSysctls are the sysctls the planner reads.
+var ObservedSysctls = []string{plan.SysctlIPForward}
+
+// Observe takes a fresh look at links, addresses, the default route, the
+// kvmnet table and the sysctls.
+func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
+	links, err := h.Link.List()
+	if err != nil {
+		return nil, err
+	}
+	obs := &plan.Observed{Links: make(map[string]plan.Link, len(links)), Sysctls: map[string]string{}}
+	for _, l := range links {
+		obs.Links[l.Name] = plan.Link{
+			Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master,
+			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs,
+		}
+	}
+	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
+		return nil, err
+	}
+	if obs.Table, err = h.NFT.Observe(ctx); err != nil {
+		return nil, err
+	}
+	for _, k := range ObservedSysctls {
+		v, err := h.Sysctl.Get(k)
+		if err != nil {
+			return nil, err
+		}
+		obs.Sysctls[k] = v
+	}
+	return obs, nil
+}
+
+// AddBridge implements apply.Kernel.
+func (h *Host) AddBridge(name string, mtu int, alias string) error {
+	return h.Link.AddBridge(name, mtu, alias)
+}
+
+// AddTap implements apply.Kernel. Taps get vnet_hdr so qemu can use
+// virtio-net offloads.
+func (h *Host) AddTap(name string, spec plan.TapSpec, alias string) error {
+	return h.Link.AddTap(name, link.TapOptions{Queues: spec.Queues, Owner: spec.Owner, VnetHdr: true}, alias)
+}
+
+// DeleteLink implements apply.Kernel.
+func (h *Host) DeleteLink(name string) error { return h.Link.Delete(name) }
+
+// SetMaster implements apply.Kernel.
+func (h *Host) SetMaster(name, master string) error { return h.Link.SetMaster(name, master) }
+
+// SetMTU implements apply.Kernel.
+func (h *Host) SetMTU(name string, mtu int) error { return h.Link.SetMTU(name, mtu) }
+
+// SetUp implements apply.Kernel.
+func (h *Host) SetUp(name string, up bool) error { return h.Link.SetUp(name, up) }
+
+// AddAddr implements apply.Kernel.
+func (h *Host) AddAddr(name string, p netip.Prefix) error { return h.Link.AddAddr(name, p) }
+
+// DelAddr implements apply.Kernel.
+func (h *Host) DelAddr(name string, p netip.Prefix) error { return h.Link.DelAddr(name, p) }
+
+// SetSysctl implements apply.Kernel.
+func (h *Host) SetSysctl(key, value string) error {
+	if value == "" {
+		return fmt.Errorf("setting sysctl %s: no value to set", key)
+	}
+	return h.Sysctl.Set(key, value)
+}
+
+// NftApply implements apply.Kernel.
+func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error { return h.NFT.Apply(ctx, ch) }
+
+// NftSnapshot implements apply.Kernel.
+func (h *Host) NftSnapshot(ctx context.Context) (string, error) { return h.NFT.Snapshot(ctx) }
+
+// NftRestore implements apply.Kernel.
+func (h *Host) NftRestore(ctx context.Context, s string) error { return h.NFT.Restore(ctx, s) }

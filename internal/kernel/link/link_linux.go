@@ -1,0 +1,407 @@
+// Package link is kvmnet's thin backend over rtnetlink: bridges, taps, ports,
+// addresses and routes. Project-owned value types go in and out, so
+// vishvananda/netlink types never leak upward. It makes no policy decisions.
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/user"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Link is what kvmnet needs to know about one network device.
+type Link struct {
+	Name   string
+	Index  int
+	Kind   string // "bridge", "tuntap", "veth", "device", ...
+	Alias  string // IFLA_IFALIAS; kvmnet marks what it owns here
+	Master string // name of the bridge it is enslaved to, or ""
+	MTU    int
+	Up     bool // administratively up (IFF_UP)
+	HWAddr string
+	Addrs  []netip.Prefix // IPv4 addresses, scope global
+}
+
+// TapOptions are the parameters of a persistent tap (`ip tuntap add`).
+type TapOptions struct {
+	Queues  int    // >1: multi_queue
+	Owner   string // user name or uid; "" for none
+	VnetHdr bool
+}
+
+// maxDumpTries bounds the retries of a netlink dump that the kernel
+// interrupted because the table changed under it (NLM_F_DUMP_INTR).
+const maxDumpTries = 5
+
+// Handle is a netlink socket bound to one network namespace.
+type Handle struct {
+	nl *netlink.Handle
+}
+
+// New opens a handle in the namespace ns; a closed or zero ns handle means
+// the calling thread's namespace.
+func New(ns netns.NsHandle) (*Handle, error) {
+	var h *netlink.Handle
+	var err error
+	if ns.IsOpen() {
+		h, err = netlink.NewHandleAt(ns)
+	} else {
+		h, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink socket: %w", err)
+	}
+	return &Handle{nl: h}, nil
+}
+
+// Close releases the netlink socket.
+func (h *Handle) Close() { h.nl.Close() }
+
+// IsNotFound reports whether err means the link does not exist.
+func IsNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+// IsExist reports whether err means the object exists already.
+func IsExist(err error) bool { return errors.Is(err, unix.EEXIST) }
+
+// List returns every link of the namespace with its IPv4 addresses.
+func (h *Handle) List() ([]Link, error) {
+	var links []netlink.Link
+	var err error
+	for i := 0; i < maxDumpTries; i++ {
+		links, err = h.nl.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	addrs, err := h.addrs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Link, 0, len(links))
+	for _, l := range links {
+		a := l.Attrs()
+		out = append(out, Link{
+			Name:   a.Name,
+			Index:  a.Index,
+			Kind:   l.Type(),
+			Alias:  a.Alias,
+			Master: names[a.MasterIndex],
+			MTU:    a.MTU,
+			Up:     a.Flags&net.FlagUp != 0,
+			HWAddr: a.HardwareAddr.String(),
+			Addrs:  addrs[a.Index],
+		})
+	}
+	return out, nil
+}
+
+// addrs dumps the IPv4 global addresses of all links, by link index.
+func (h *Handle) addrs() (map[int][]netip.Prefix, error) {
+	var list []netlink.Addr
+	var err error
+	for i := 0; i < maxDumpTries; i++ {
+		list, err = h.nl.AddrList(nil, netlink.FAMILY_V4)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	out := map[int][]netip.Prefix{}
+	for _, a := range list {
+		if a.Scope != int(netlink.SCOPE_UNIVERSE) {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		out[a.LinkIndex] = append(out[a.LinkIndex], netip.PrefixFrom(ip, ones))
+	}
+	return out, nil
+}
+
+// DefaultRouteLink returns the name of the link of the IPv4 default route
+// with the lowest metric in the main table, or "" if there is none.
+func (h *Handle) DefaultRouteLink() (string, error) {
+	var routes []netlink.Route
+	var err error
+	for i := 0; i < maxDumpTries; i++ {
+		routes, err = h.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("listing routes: %w", err)
+	}
+	best, bestIdx := -1, 0
+	for _, r := range routes {
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+				continue
+			}
+		}
+		idx := r.LinkIndex
+		if idx == 0 && len(r.MultiPath) > 0 {
+			idx = r.MultiPath[0].LinkIndex
+		}
+		if best == -1 || r.Priority < best {
+			best, bestIdx = r.Priority, idx
+		}
+	}
+	if best == -1 {
+		return "", nil
+	}
+	l, err := h.nl.LinkByIndex(bestIdx)
+	if err != nil {
+		return "", fmt.Errorf("finding link %d of the default route: %w", bestIdx, err)
+	}
+	return l.Attrs().Name, nil
+}
+
+// AddBridge creates a bridge: `ip link add NAME type bridge`, with the alias
+// set in the same request so a crash can never leave an unmarked bridge.
+func (h *Handle) AddBridge(name string, mtu int, alias string) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
+	if err := h.nl.LinkAdd(br); err != nil {
+		return fmt.Errorf("creating bridge %q: %w", name, err)
+	}
+	if alias != "" {
+		if err := h.SetAlias(name, alias); err != nil {
+			return errors.Join(err, h.Delete(name))
+		}
+	}
+	return nil
+}
+
+// AddTap creates a persistent tap:
+// `ip tuntap add dev NAME mode tap [multi_queue] [vnet_hdr] [user OWNER]`.
+func (h *Handle) AddTap(name string, opt TapOptions, alias string) error {
+	flags := netlink.TUNTAP_NO_PI
+	queues := 0
+	if opt.Queues > 1 {
+		flags |= netlink.TUNTAP_MULTI_QUEUE
+		queues = opt.Queues
+	} else {
+		flags |= netlink.TUNTAP_ONE_QUEUE
+	}
+	if opt.VnetHdr {
+		flags |= netlink.TUNTAP_VNET_HDR
+	}
+	owner := ^uint32(0) // (uid_t)-1: no owner, only CAP_NET_ADMIN may open it
+	if opt.Owner != "" {
+		uid, err := lookupUID(opt.Owner)
+		if err != nil {
+			return fmt.Errorf("creating tap %q: %w", name, err)
+		}
+		owner = uid
+	}
+	tap := &netlink.Tuntap{
+		LinkAttrs: netlink.LinkAttrs{Name: name},
+		Mode:      netlink.TUNTAP_MODE_TAP,
+		Flags:     flags,
+		Queues:    queues,
+		Owner:     owner,
+		Group:     ^uint32(0),
+	}
+	if err := h.nl.LinkAdd(tap); err != nil {
+		return fmt.Errorf("creating tap %q: %w", name, err)
+	}
+	// LinkAdd keeps the queue file descriptors open; the tap is persistent,
+	// so close them and let qemu open its own.
+	for _, f := range tap.Fds {
+		f.Close()
+	}
+	if alias != "" {
+		if err := h.SetAlias(name, alias); err != nil {
+			return errors.Join(err, h.Delete(name))
+		}
+	}
+	return nil
+}
+
+func lookupUID(owner string) (uint32, error) {
+	if n, err := strconv.ParseUint(owner, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	u, err := user.Lookup(owner)
+	if err != nil {
+		return 0, fmt.Errorf("looking up tap owner %q: %w", owner, err)
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("uid %q of user %q: %w", u.Uid, owner, err)
+	}
+	return uint32(n), nil
+}
+
+func (h *Handle) byName(name string) (netlink.Link, error) {
+	l, err := h.nl.LinkByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("finding link %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// Delete removes a link: `ip link del NAME`.
+func (h *Handle) Delete(name string) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkDel(l); err != nil {
+		return fmt.Errorf("deleting link %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetAlias sets IFLA_IFALIAS: `ip link set NAME alias ALIAS`.
+func (h *Handle) SetAlias(name, alias string) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkSetAlias(l, alias); err != nil {
+		return fmt.Errorf("setting alias of %q: %w", name, err)
+	}
+	return nil
+}
+
+// SetMaster enslaves link to bridge master (`ip link set LINK master BR`),
+// or frees it when master is "" (`ip link set LINK nomaster`).
+func (h *Handle) SetMaster(name, master string) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if master == "" {
+		if err := h.nl.LinkSetNoMaster(l); err != nil {
+			return fmt.Errorf("releasing %q from its bridge: %w", name, err)
+		}
+		return nil
+	}
+	m, err := h.byName(master)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkSetMasterByIndex(l, m.Attrs().Index); err != nil {
+		return fmt.Errorf("enslaving %q to bridge %q: %w", name, master, err)
+	}
+	return nil
+}
+
+// SetMTU is `ip link set NAME mtu MTU`.
+func (h *Handle) SetMTU(name string, mtu int) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("setting mtu %d on %q: %w", mtu, name, err)
+	}
+	return nil
+}
+
+// SetUp is `ip link set NAME up|down`.
+func (h *Handle) SetUp(name string, up bool) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if up {
+		err = h.nl.LinkSetUp(l)
+	} else {
+		err = h.nl.LinkSetDown(l)
+	}
+	if err != nil {
+		return fmt.Errorf("setting %q up=%t: %w", name, up, err)
+	}
+	return nil
+}
+
+// AddAddr is `ip addr add PREFIX dev NAME` (the broadcast address derived
+// from the prefix, as `brd +` would).
+func (h *Handle) AddAddr(name string, p netip.Prefix) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	a := toAddr(p)
+	if p.Bits() < 31 {
+		a.Broadcast = broadcast(p)
+	}
+	if err := h.nl.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("adding address %s to %q: %w", p, name, err)
+	}
+	return nil
+}
+
+// DelAddr is `ip addr del PREFIX dev NAME`.
+func (h *Handle) DelAddr(name string, p netip.Prefix) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.AddrDel(l, toAddr(p)); err != nil {
+		return fmt.Errorf("deleting address %s from %q: %w", p, name, err)
+	}
+	return nil
+}
+
+func toAddr(p netip.Prefix) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{
+		IP:   p.Addr().AsSlice(),
+		Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen()),
+	}}
+}
+
+func broadcast(p netip.Prefix) net.IP {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+}
+
+// Watch reports the names of links that appear or change (RTM_NEWLINK)
+// until done is closed. The channel is closed if the subscription fails.
+func Watch(done <-chan struct{}) (<-chan string, error) {
+	updates := make(chan netlink.LinkUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{}); err != nil {
+		return nil, fmt.Errorf("subscribing to link events: %w", err)
+	}
+	names := make(chan string, 256)
+	go func() {
+		defer close(names)
+		for u := range updates {
+			if u.Header.Type != unix.RTM_NEWLINK || u.Link == nil {
+				continue
+			}
+			select {
+			case names <- u.Link.Attrs().Name:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return names, nil
+}

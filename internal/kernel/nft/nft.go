@@ -1,0 +1,211 @@
+// Package nft is kvmnet's backend over nftables: it reads the kvmnet table
+// back from the kernel and runs changes as single `nft -f` transactions
+// through knftables. It only ever touches table inet kvmnet.
+package nft
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// NFT drives the nft binary for table inet kvmnet.
+type NFT struct {
+	kn   knftables.Interface
+	path string
+}
+
+// New checks that a usable nft binary is installed (knftables rejects
+// versions older than 1.0.1 and names the one it found).
+func New() (*NFT, error) {
+	path, err := exec.LookPath("nft")
+	if err != nil {
+		return nil, fmt.Errorf("nftables: the nft command is not installed (install it with `apt-get install nftables`): %w", err)
+	}
+	kn, err := knftables.New(knftables.InetFamily, plan.TableName)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return &NFT{kn: kn, path: path}, nil
+}
+
+// run executes nft with args and optional stdin, with LC_ALL=C because
+// callers match its error text.
+func (n *NFT) run(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, n.path, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+func isNoTable(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "No such file or directory")
+}
+
+// Observe reads table inet kvmnet: its comment, the rule comments of every
+// chain and the elements of every set, with one `nft -j list table`.
+func (n *NFT) Observe(ctx context.Context) (plan.TableState, error) {
+	out, err := n.run(ctx, "", "-j", "list", "table", "inet", plan.TableName)
+	if isNoTable(err) {
+		return plan.TableState{}, nil
+	}
+	if err != nil {
+		return plan.TableState{}, fmt.Errorf("reading nftables table inet %s: %w", plan.TableName, err)
+	}
+	return ParseTable([]byte(out))
+}
+
+// ParseTable parses the JSON of `nft -j list table inet kvmnet`.
+func ParseTable(data []byte) (plan.TableState, error) {
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return plan.TableState{}, fmt.Errorf("parsing nft JSON: %w", err)
+	}
+	st := plan.TableState{Chains: map[string][]string{}, Sets: plan.Elements{}}
+	for _, obj := range doc.Nftables {
+		for kind, raw := range obj {
+			switch kind {
+			case "table":
+				st.Exists = true
+			case "chain":
+				var c struct{ Name string }
+				if err := json.Unmarshal(raw, &c); err != nil {
+					return st, fmt.Errorf("parsing nft chain: %w", err)
+				}
+				if _, ok := st.Chains[c.Name]; !ok {
+					st.Chains[c.Name] = []string{}
+				}
+			case "rule":
+				var r struct{ Chain, Comment string }
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return st, fmt.Errorf("parsing nft rule: %w", err)
+				}
+				st.Chains[r.Chain] = append(st.Chains[r.Chain], r.Comment)
+			case "set", "map":
+				var s struct {
+					Name, Comment string
+					Elem          []json.RawMessage
+				}
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return st, fmt.Errorf("parsing nft set: %w", err)
+				}
+				if s.Name == plan.SetNATIfs {
+					st.Comment = s.Comment // the ruleset version
+				}
+				elems := []string{}
+				for _, e := range s.Elem {
+					v, err := elemString(e)
+					if err != nil {
+						return st, fmt.Errorf("parsing element of set %s: %w", s.Name, err)
+					}
+					elems = append(elems, v)
+				}
+				st.Sets[s.Name] = elems
+			}
+		}
+	}
+	return st, nil
+}
+
+// elemString normalises one JSON element to the planner's form: strings
+// bare, prefixes a.b.c.d/n, ranges a-b, concatenations joined by " . ".
+func elemString(raw json.RawMessage) (string, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "", err
+	}
+	return valueString(v)
+}
+
+func valueString(v any) (string, error) {
+	switch t := v.(type) {
+	case string:
+		return t, nil
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64), nil
+	case map[string]any:
+		if c, ok := t["concat"].([]any); ok {
+			parts := make([]string, len(c))
+			for i, p := range c {
+				s, err := valueString(p)
+				if err != nil {
+					return "", err
+				}
+				parts[i] = s
+			}
+			return strings.Join(parts, " . "), nil
+		}
+		if p, ok := t["prefix"].(map[string]any); ok {
+			addr, _ := p["addr"].(string)
+			l, _ := p["len"].(float64)
+			return fmt.Sprintf("%s/%d", addr, int(l)), nil
+		}
+		if r, ok := t["range"].([]any); ok && len(r) == 2 {
+			a, err := valueString(r[0])
+			if err != nil {
+				return "", err
+			}
+			b, err := valueString(r[1])
+			if err != nil {
+				return "", err
+			}
+			return a + "-" + b, nil
+		}
+		if e, ok := t["elem"].(map[string]any); ok {
+			return valueString(e["val"])
+		}
+		return "", fmt.Errorf("unexpected element %v", t)
+	}
+	return "", fmt.Errorf("unexpected element %v", v)
+}
+
+// Apply runs the change as one transaction.
+func (n *NFT) Apply(ctx context.Context, ch *plan.NftChange) error {
+	tx := n.kn.NewTransaction()
+	ch.Transaction(tx)
+	if err := n.kn.Run(ctx, tx); err != nil {
+		return fmt.Errorf("updating nftables table inet %s: %w", plan.TableName, err)
+	}
+	return nil
+}
+
+// Snapshot returns the table as nft text ("" when it does not exist), for
+// Restore to put back if a later step of an apply fails.
+func (n *NFT) Snapshot(ctx context.Context) (string, error) {
+	out, err := n.run(ctx, "", "list", "table", "inet", plan.TableName)
+	if isNoTable(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("saving nftables table inet %s: %w", plan.TableName, err)
+	}
+	return out, nil
+}
+
+// Restore replaces the table with a Snapshot, atomically: the leading
+// `add table` makes the `delete table` safe when it does not exist.
+func (n *NFT) Restore(ctx context.Context, snapshot string) error {
+	script := fmt.Sprintf("add table inet %s\ndelete table inet %s\n%s", plan.TableName, plan.TableName, snapshot)
+	if _, err := n.run(ctx, script, "-f", "-"); err != nil {
+		return fmt.Errorf("restoring nftables table inet %s: %w", plan.TableName, err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// Load reads and parses the config file at path. See Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse parses and validates a host.yaml whose content is data; file names it
+// in messages. It is strict: unknown keys, values of the wrong kind and
+// contradictions are errors. It returns every problem it finds as *Error
+// values joined with errors.Join and sorted by position (see Errors); a
+// syntax error stops it early. On success the Config has its defaults filled
+// in (see the field comments) and its Positions set, for Config.Errorf.
+//
+// An empty file, or one with neither networks nor vms, is valid and means
+// "nothing": kvmnet then owns no networks.
+func Parse(file string, data []byte) (*Config, error) {
+	tree, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return nil, joinSorted([]*Error{syntaxError(file, data, err)})
+	}
+	d := newDecoder(file, tree)
+	var body ast.Node
+	for _, doc := range tree.Docs {
+		switch {
+		case doc == nil || doc.Body == nil:
+		case doc.Body.Type() == ast.DirectiveType:
+			// "%YAML 1.2" comes as a document of its own.
+		case body != nil:
+			line, col := nodePos(doc.Body)
+			if doc.Start != nil {
+				line, col = doc.Start.Position.Line, doc.Start.Position.Column
+			}
+			return nil, joinSorted([]*Error{{File: file, Line: line, Column: col,
+				Msg: "a second YAML document; the file holds one (remove this '---' and what follows, or merge it into the first)"}})
+		default:
+			body = doc.Body
+		}
+	}
+	c := d.config(body)
+	if len(d.errs) > 0 {
+		// The values were not all read; checking what was read would only
+		// add noise to messages the user has to act on first.
+		return nil, joinSorted(d.errs)
+	}
+	if errs := check(c); len(errs) > 0 {
+		return nil, joinSorted(errs)
+	}
+	return c, nil
+}
+
+// tabIndent finds a line indented with a tab, which YAML forbids.
+var tabIndent = regexp.MustCompile(`(?m)^[ ]*\t`)
+
+// syntaxError turns an error of the YAML parser into an *Error. Its messages
+// are terse; the commonest mistakes get a hint.
+func syntaxError(file string, data []byte, err error) *Error {
+	e := &Error{File: file, Msg: "invalid YAML: " + err.Error()}
+	var ye yaml.Error
+	if !errors.As(err, &ye) {
+		return e
+	}
+	msg := ye.GetMessage()
+	if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+		e.Line, e.Column = tk.Position.Line, tk.Position.Column
+	}
+	switch {
+	case strings.Contains(msg, "'\t'"):
+		if loc := tabIndent.FindIndex(data); loc != nil {
+			e.Line = 1 + strings.Count(string(data[:loc[0]]), "\n")
+			e.Column = loc[1] - loc[0]
+		}
+		msg = "a tab is used for indentation; YAML indents with spaces only (replace the tab with spaces)"
+	case strings.HasPrefix(msg, "mapping key ") && strings.Contains(msg, " already defined at "):
+		// mapping key "a" already defined at [1:5]
+		key, at, _ := strings.Cut(strings.TrimPrefix(msg, "mapping key "), " already defined at ")
+		at = strings.Trim(at, "[]")
+		line, _, _ := strings.Cut(at, ":")
+		msg = fmt.Sprintf("key %s is given twice in this mapping (first on line %s); keep one", key, line)
+	case strings.Contains(msg, "flow mapping end token"):
+		msg = "invalid YAML: this '{' is not closed; end the mapping with '}' on the same entry"
+	case strings.Contains(msg, "sequence end token"):
+		msg = "invalid YAML: this '[' is not closed; end the list with ']'"
+	case strings.Contains(msg, "not allowed in this context"):
+		msg = "invalid YAML: " + msg + " (check the indentation of this line against the lines above, and that every \"key: value\" has a space after the colon)"
+	default:
+		msg = "invalid YAML: " + msg
+	}
+	e.Msg = msg
+	return e
+}

@@ -1,0 +1,141 @@
+package model
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from what Parse returns")
+
+// repoRoot is where testdata lives, relative to this package.
+const repoRoot = "../.."
+
+// TestBadFiles parses every testdata/bad/X.yaml and compares the whole
+// error text with X.err. Each file holds exactly one problem.
+func TestBadFiles(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repoRoot, "testdata/bad/*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 35 {
+		t.Fatalf("found %d files in testdata/bad, want at least 35", len(files))
+	}
+	for _, path := range files {
+		name := strings.TrimSuffix(filepath.Base(path), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := Parse("testdata/bad/"+name+".yaml", data)
+			if err == nil {
+				t.Fatalf("Parse accepted it:\n%s", mustMarshal(t, c))
+			}
+			if n := len(Errors(err)); n != 1 {
+				t.Errorf("got %d errors, want exactly 1 (one problem per file):\n%v", n, err)
+			}
+			got := err.Error() + "\n"
+			errPath := strings.TrimSuffix(path, ".yaml") + ".err"
+			if *update {
+				if err := os.WriteFile(errPath, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(errPath)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("error text (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestParseReportsAllErrors checks that independent problems are all
+// reported, sorted by position, as *Error values.
+func TestParseReportsAllErrors(t *testing.T) {
+	const file = `networks:
+  - name: dev
+    mode: nat
+    subnet: 192.168.100.0/24
+    forwards:
+      - {port: 0, to: nobody}
+  - name: Bad
+    mode: nat
+    subnet: 10.0.0.0/8
+vms:
+  - name: web1
+    interfaces:
+      - {network: dev, mac: 52:54:00:00:00:10, colour: blue}
+`
+	_, err := Parse("host.yaml", []byte(file))
+	if err == nil {
+		t.Fatal("Parse accepted a file with unknown keys")
+	}
+	// Unknown keys stop Parse before the meaning of values is checked.
+	want := `host.yaml:13:48: vms[0].interfaces[0]: unknown key "colour" in an interface (allowed: network, mac, ip, tap, createTap, queues, owner, security, qos)`
+	if diff := cmp.Diff(want, err.Error()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+
+	_, err = Parse("host.yaml", []byte(strings.Replace(file, ", colour: blue", "", 1)))
+	var got []string
+	for _, e := range Errors(err) {
+		got = append(got, e.Error())
+	}
+	wantAll := []string{
+		`host.yaml:6:16: networks[0].forwards[0].port: "0": port 0 is out of range (want 1 to 65535)`,
+		`host.yaml:6:23: networks[0].forwards[0].to: "nobody": VM "nobody" does not exist (VMs: web1)`,
+		`host.yaml:7:11: networks[1].name: "Bad" is not a valid network name (` + nameRule + `)`,
+	}
+	if diff := cmp.Diff(wantAll, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	var first *Error
+	if !errors.As(err, &first) || first.Line != 6 || first.Path != "networks[0].forwards[0].port" {
+		t.Errorf("errors.As gave %+v, want the first error", first)
+	}
+}
+
+func TestEmptyConfigs(t *testing.T) {
+	for _, text := range []string{"", "# nothing yet\n", "---\n", "networks: []\nvms: []\n", "networks:\nvms:\n"} {
+		c, err := Parse("host.yaml", []byte(text))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", text, err)
+			continue
+		}
+		if len(c.Networks) != 0 || len(c.VMs) != 0 {
+			t.Errorf("Parse(%q) = %+v, want nothing", text, c)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	c, err := Load(filepath.Join(repoRoot, "testdata/good/lab.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Network("dev") == nil || c.Network("nope") != nil {
+		t.Errorf("Network lookups wrong: %+v", c.Networks)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing file: %v, want an os.ErrNotExist", err)
+	}
+}
+
+func mustMarshal(t *testing.T, c *Config) string {
+	t.Helper()
+	b, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

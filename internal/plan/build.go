@@ -1,0 +1,269 @@
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/kvmnet/kvmnet/internal/model"
+)
+
+// Options tune Build.
+type Options struct {
+	// Originals are the values sysctls had before kvmnet changed them; a
+	// sysctl no longer needed is put back to its original.
+	Originals map[string]string
+}
+
+// desiredPort is one VM interface resolved against the kernel.
+type desiredPort struct {
+	tap    string
+	bridge string
+	vm     string
+	create bool
+	spec   TapSpec
+}
+
+// Build returns the actions that make obs match cfg. Errors that need the
+// kernel to be found (an egress that does not exist, bridged networks that
+// this version cannot apply) name the file position like parse errors.
+//
+// The actions come in this order, each for a reason:
+//  1. bridges are created and brought up: ports and addresses need them;
+//  2. taps kvmnet creates;
+//  3. ports are enslaved and brought up: they need their bridge;
+//  4. addresses are added before stale ones are deleted, so a bridge is
+//     never without its gateway while its prefix changes;
+//  5. sysctls that go back to their original values (ip_forward off) come
+//     before the firewall goes away: never forward unfiltered;
+//  6. the nftables table, in one transaction;
+//  7. sysctls that kvmnet needs (ip_forward on) only once the firewall is in
+//     place, for the same reason;
+//  8. ports that left are released, and links kvmnet no longer needs are
+//     deleted last, so guests keep working until the new state stands.
+func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
+	var errs []error
+	var (
+		create, enslave, addrAdd, addrDel, restore, need, release, del []Action
+	)
+	p := &Plan{}
+	wantBridges := map[string]bool{}
+	wantPorts := map[string]desiredPort{}
+	elems := Elements{}
+	for i := range cfg.Networks {
+		n := &cfg.Networks[i]
+		if n.Mode == model.ModeBridged {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].mode", i),
+				"network %q: mode %q cannot be applied by this version of kvmnet (only %q); remove the network or change its mode", n.Name, n.Mode, model.ModeNAT))
+			continue
+		}
+		egress := n.Egress
+		if egress == "" {
+			egress = obs.DefaultRouteLink
+			if egress == "" {
+				errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+					"network %q: no egress given and the host has no IPv4 default route; set egress: to the interface traffic should leave through (interfaces: %s)", n.Name, strings.Join(obs.Names(), ", ")))
+				continue
+			}
+		} else if _, ok := obs.Links[egress]; !ok {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
+				"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
+			continue
+		}
+		if egress == n.Bridge {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
+				"network %q: egress %q is the network's own bridge; name the uplink interface instead", n.Name, egress))
+			continue
+		}
+		if l, ok := obs.Links[n.Bridge]; ok && !IsOwnedBridge(l) {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+				"network %q: a link named %q exists and is not kvmnet's (kind %s, alias %q); set bridge: to another name or remove that link", n.Name, n.Bridge, l.Kind, l.Alias))
+			continue
+		} else if ok && l.Alias != BridgeAlias(n.Name) {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+				"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias))
+			continue
+		}
+		wantBridges[n.Bridge] = true
+		gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+		l, exists := obs.Links[n.Bridge]
+		if !exists {
+			create = append(create,
+				Action{Op: OpAddBridge, Link: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
+				Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+			addrAdd = append(addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+		} else {
+			if n.MTU != 0 && l.MTU != n.MTU {
+				create = append(create, Action{Op: OpSetMTU, Link: n.Bridge, MTU: n.MTU, PrevMTU: l.MTU})
+			}
+			if !l.Up {
+				create = append(create, Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+			}
+			if !slices.Contains(l.Addrs, gw) {
+				addrAdd = append(addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+			}
+			for _, a := range l.Addrs {
+				if a != gw {
+					addrDel = append(addrDel, Action{Op: OpDelAddr, Link: n.Bridge, Addr: a})
+				}
+			}
+		}
+		for _, port := range cfg.Ports(n.Name) {
+			wantPorts[port.Iface.Tap] = desiredPort{
+				tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
+				spec: TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
+			}
+		}
+		elems[SetNATIfs] = append(elems[SetNATIfs], n.Bridge)
+		elems[SetNATSame] = append(elems[SetNATSame], n.Bridge+" . "+n.Bridge)
+		elems[SetNATOut] = append(elems[SetNATOut], n.Bridge+" . "+egress)
+		elems[SetMasq] = append(elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	// Ports, in tap name order so plans are stable.
+	for _, name := range sortedKeys(wantPorts) {
+		dp := wantPorts[name]
+		l, exists := obs.Links[name]
+		switch {
+		case !exists && dp.create:
+			create = append(create, Action{Op: OpAddTap, Link: name, Tap: dp.spec, Alias: TapAlias(dp.vm)})
+			enslave = append(enslave,
+				Action{Op: OpSetMaster, Link: name, Master: dp.bridge},
+				Action{Op: OpSetUp, Link: name, Up: true})
+		case !exists:
+			p.Waiting = append(p.Waiting, name)
+		default:
+			if l.Master != dp.bridge {
+				enslave = append(enslave, Action{Op: OpSetMaster, Link: name, Master: dp.bridge, PrevMaster: l.Master})
+			}
+			if !l.Up {
+				enslave = append(enslave, Action{Op: OpSetUp, Link: name, Up: true})
+			}
+		}
+	}
+
+	// What kvmnet owns and no longer wants.
+	for _, name := range obs.Names() {
+		l := obs.Links[name]
+		if _, wanted := wantPorts[name]; wanted {
+			continue
+		}
+		switch {
+		case IsOwnedTap(l):
+			gone := l
+			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
+			// An adopted tap that left the config is set free, not deleted:
+			// it belongs to libvirt or qemu.
+			release = append(release, Action{Op: OpSetMaster, Link: name, Master: "", PrevMaster: l.Master})
+		}
+	}
+	for _, name := range obs.Names() {
+		l := obs.Links[name]
+		if IsOwnedBridge(l) && !wantBridges[name] {
+			gone := l
+			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+		}
+	}
+
+	// Sysctls.
+	if len(wantBridges) > 0 {
+		if cur := obs.Sysctls[SysctlIPForward]; cur != "1" {
+			need = append(need, Action{Op: OpSysctl, Key: SysctlIPForward, Value: "1", Prev: cur})
+		}
+	} else if orig, ok := opt.Originals[SysctlIPForward]; ok {
+		if cur := obs.Sysctls[SysctlIPForward]; cur != orig {
+			restore = append(restore, Action{Op: OpSysctl, Key: SysctlIPForward, Value: orig, Prev: cur})
+		}
+	}
+
+	var nft []Action
+	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0); !ch.Empty() {
+		nft = append(nft, Action{Op: OpNft, Nft: ch})
+	}
+
+	for _, group := range [][]Action{create, enslave, addrAdd, addrDel, restore, nft, need, release, del} {
+		p.Actions = append(p.Actions, group...)
+	}
+	return p, nil
+}
+
+// nftChange diffs the kernel's table against the desired elements.
+func nftChange(have *TableState, want Elements, wantTable bool) *NftChange {
+	if !wantTable {
+		if have.Exists {
+			return &NftChange{Delete: true}
+		}
+		return &NftChange{}
+	}
+	want = want.sorted()
+	if !have.Exists || have.Comment != TableComment || !rulesMatch(have) {
+		return &NftChange{Rebuild: true, Exists: have.Exists, Elements: want}
+	}
+	ch := &NftChange{Add: Elements{}, Del: Elements{}}
+	haveSets := have.Sets.sorted()
+	for _, s := range Sets {
+		add, del := diff(haveSets[s.Name], want[s.Name])
+		if len(add) > 0 {
+			ch.Add[s.Name] = add
+		}
+		if len(del) > 0 {
+			ch.Del[s.Name] = del
+		}
+	}
+	return ch
+}
+
+// rulesMatch compares the kernel's chains and rules with ours by comment.
+func rulesMatch(have *TableState) bool {
+	if len(have.Chains) != len(Chains) {
+		return false
+	}
+	for _, c := range Chains {
+		got, ok := have.Chains[c.Name]
+		if !ok || len(got) != len(c.Rules) {
+			return false
+		}
+		for i, r := range c.Rules {
+			if got[i] != r.Comment {
+				return false
+			}
+		}
+	}
+	for _, s := range Sets {
+		if _, ok := have.Sets[s.Name]; !ok {
+			return false
+		}
+	}
+	return len(have.Sets) == len(Sets)
+}
+
+// diff returns what to add to have and delete from it to get want; both
+// sorted.
+func diff(have, want []string) (add, del []string) {
+	h := make(map[string]bool, len(have))
+	for _, v := range have {
+		h[v] = true
+	}
+	w := make(map[string]bool, len(want))
+	for _, v := range want {
+		w[v] = true
+		if !h[v] {
+			add = append(add, v)
+		}
+	}
+	for _, v := range have {
+		if !w[v] {
+			del = append(del, v)
+		}
+	}
+	sort.Strings(add)
+	sort.Strings(del)
+	return add, del
+}

@@ -1,0 +1,204 @@
+// Package plan compares the desired state (a model.Config) with what the
+// kernel holds (Observed) and returns an ordered, printable list of actions.
+// It is pure: no kernel access, runs on any OS. Apply the same config twice
+// and the second plan is empty.
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Ownership marks. Every link kvmnet creates carries one of these as its
+// alias (IFLA_IFALIAS), so destroy and garbage collection never touch
+// anything that is not kvmnet's.
+const (
+	AliasPrefix    = "kvmnet:"
+	bridgeAliasTag = "kvmnet:network="
+	tapAliasTag    = "kvmnet:tap="
+)
+
+// BridgeAlias is the alias of the bridge of network name.
+func BridgeAlias(network string) string { return bridgeAliasTag + network }
+
+// TapAlias is the alias of a tap kvmnet created for VM vm.
+func TapAlias(vm string) string { return tapAliasTag + vm }
+
+// IsOwnedBridge reports whether l is a bridge kvmnet created.
+func IsOwnedBridge(l Link) bool { return strings.HasPrefix(l.Alias, bridgeAliasTag) }
+
+// IsOwnedTap reports whether l is a tap kvmnet created.
+func IsOwnedTap(l Link) bool { return strings.HasPrefix(l.Alias, tapAliasTag) }
+
+// Sysctl keys kvmnet may change.
+const (
+	SysctlIPForward = "net.ipv4.ip_forward"
+)
+
+// Link is the planner's view of a network device.
+type Link struct {
+	Name   string
+	Kind   string
+	Alias  string
+	Master string
+	MTU    int
+	Up     bool
+	HWAddr string
+	Addrs  []netip.Prefix
+}
+
+// Observed is a fresh observation of the kernel.
+type Observed struct {
+	Links            map[string]Link
+	DefaultRouteLink string
+	Table            TableState
+	Sysctls          map[string]string
+}
+
+// Names returns the link names, sorted, for messages.
+func (o *Observed) Names() []string {
+	n := make([]string, 0, len(o.Links))
+	for k := range o.Links {
+		n = append(n, k)
+	}
+	sort.Strings(n)
+	return n
+}
+
+// Op is the kind of an action.
+type Op string
+
+// The actions a plan is made of; each maps to one backend call.
+const (
+	OpAddBridge Op = "add-bridge"
+	OpAddTap    Op = "add-tap"
+	OpSetMTU    Op = "set-mtu"
+	OpSetUp     Op = "set-up"
+	OpSetMaster Op = "set-master"
+	OpAddAddr   Op = "add-addr"
+	OpDelAddr   Op = "del-addr"
+	OpNft       Op = "nft"
+	OpSysctl    Op = "sysctl"
+	OpDelLink   Op = "del-link"
+)
+
+// TapSpec describes a tap kvmnet creates.
+type TapSpec struct {
+	Queues int
+	Owner  string
+}
+
+// Action is one step. Prev* fields hold what the kernel had before, so the
+// step can be undone.
+type Action struct {
+	Op    Op
+	Link  string
+	Alias string
+	MTU   int
+	// PrevMTU is the MTU before a set-mtu.
+	PrevMTU int
+	Up      bool
+	// Master "" means nomaster.
+	Master, PrevMaster string
+	Addr               netip.Prefix
+	Tap                TapSpec
+	Key, Value, Prev   string
+	Nft                *NftChange
+	// Gone is the link a del-link removes, to recreate it on undo.
+	Gone *Link
+}
+
+// String prints the action as the command that would do the same by hand.
+func (a Action) String() string {
+	switch a.Op {
+	case OpAddBridge:
+		s := fmt.Sprintf("ip link add %s type bridge", a.Link)
+		if a.MTU != 0 {
+			s += fmt.Sprintf(" mtu %d", a.MTU)
+		}
+		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias)
+	case OpAddTap:
+		s := fmt.Sprintf("ip tuntap add dev %s mode tap vnet_hdr", a.Link)
+		if a.Tap.Queues > 1 {
+			s += " multi_queue"
+		}
+		if a.Tap.Owner != "" {
+			s += " user " + a.Tap.Owner
+		}
+		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias)
+	case OpSetMTU:
+		return fmt.Sprintf("ip link set %s mtu %d", a.Link, a.MTU)
+	case OpSetUp:
+		if a.Up {
+			return fmt.Sprintf("ip link set %s up", a.Link)
+		}
+		return fmt.Sprintf("ip link set %s down", a.Link)
+	case OpSetMaster:
+		if a.Master == "" {
+			return fmt.Sprintf("ip link set %s nomaster", a.Link)
+		}
+		return fmt.Sprintf("ip link set %s master %s", a.Link, a.Master)
+	case OpAddAddr:
+		return fmt.Sprintf("ip addr add %s dev %s", a.Addr, a.Link)
+	case OpDelAddr:
+		return fmt.Sprintf("ip addr del %s dev %s", a.Addr, a.Link)
+	case OpSysctl:
+		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
+	case OpDelLink:
+		return fmt.Sprintf("ip link del %s", a.Link)
+	case OpNft:
+		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+		a.Nft.Transaction(tx)
+		return "nft -f - <<EOF\n" + tx.String() + "EOF"
+	}
+	return string(a.Op) + " " + a.Link
+}
+
+// Plan is an ordered list of actions, plus what cannot be done yet.
+type Plan struct {
+	Actions []Action
+	// Waiting lists taps that are configured but do not exist yet; they are
+	// adopted when they appear (libvirt and qemu create their own).
+	Waiting []string
+}
+
+// Empty reports whether applying the plan would change nothing.
+func (p *Plan) Empty() bool { return len(p.Actions) == 0 }
+
+// String prints the plan, one action per line, or "no changes".
+func (p *Plan) String() string {
+	var b strings.Builder
+	if p.Empty() {
+		b.WriteString("no changes\n")
+	}
+	for _, a := range p.Actions {
+		b.WriteString(a.String())
+		b.WriteString("\n")
+	}
+	for _, w := range p.Waiting {
+		fmt.Fprintf(&b, "# waiting for tap %s to appear (it is adopted when it does)\n", w)
+	}
+	return b.String()
+}
+
+// Summary counts actions by op, for logs and the CLI.
+func (p *Plan) Summary() string {
+	if p.Empty() {
+		return "no changes"
+	}
+	counts := map[Op]int{}
+	for _, a := range p.Actions {
+		counts[a.Op]++
+	}
+	var parts []string
+	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink} {
+		if n := counts[op]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, op))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,288 @@
+// Package store keeps kvmnet's state in one embedded bbolt database under the
+// state dir: revisions of the desired state, the original values of things
+// kvmnet changed (to put back on destroy), DHCP leases and an event log.
+//
+// bbolt takes an exclusive lock on the file, so only one process (normally
+// `kvmnet daemon`) has the store open at a time; everyone else goes through
+// the daemon's socket. A Store is safe for concurrent use by goroutines.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// File is the name of the database file inside the state dir.
+const File = "state.db"
+
+const (
+	// openTimeout bounds the wait for the file lock. A second process
+	// should fail fast with a helpful message rather than hang.
+	openTimeout = time.Second
+
+	// MaxRevisions is how many desired-state revisions are kept; older ones
+	// are deleted when a new one is saved.
+	MaxRevisions = 50
+	// MaxEvents is how many events the log keeps; the oldest are deleted
+	// when it grows past this.
+	MaxEvents = 10000
+)
+
+// Bucket names. They are part of the on-disk format: never rename them.
+var (
+	bucketRevisions = []byte("revisions") // rev -> revisionMeta (JSON)
+	bucketDocuments = []byte("documents") // rev -> desired document
+	bucketOriginals = []byte("originals") // key -> original value
+	bucketLeases    = []byte("leases")    // network -> (mac -> Lease JSON)
+	bucketEvents    = []byte("events")    // seq -> Event (JSON)
+)
+
+// ErrLocked is returned (wrapped) by Open when another process holds the
+// database.
+var ErrLocked = errors.New(`it is locked by another process (is "kvmnet daemon" running? stop it or use it through its socket)`)
+
+// ErrNotFound is returned (wrapped) when a requested revision does not exist.
+var ErrNotFound = errors.New("not found")
+
+// IsNotFound reports whether err means the requested item does not exist.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// Store is an open state database.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens (creating it and its parent directories, mode 0700, if needed)
+// the state database at path. It fails after about a second with ErrLocked
+// when another process has it open.
+func Open(path string) (*Store, error) {
+	return open(path, openTimeout)
+}
+
+func open(path string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating state dir for %q: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("opening state database %q: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state database %q: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRevisions, bucketDocuments, bucketOriginals, bucketLeases, bucketEvents} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("creating bucket %q: %w", b, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialising state database %q: %w", path, err)
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Path is the file the store was opened from.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the database and its lock.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("closing state database %q: %w", s.path, err)
+	}
+	return nil
+}
+
+// u64 encodes n as a big-endian key, so bbolt's byte order is numeric order.
+func u64(n uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, n)
+}
+
+func fromU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// trimOldest deletes the keys of b that are more than keep sequence numbers
+// older than newest. Keys are sequence numbers, never reused, so this keeps
+// the newest keep entries without counting the bucket (which walks every page).
+func trimOldest(b *bolt.Bucket, newest uint64, keep int) error {
+	if newest <= uint64(keep) {
+		return nil
+	}
+	limit := newest - uint64(keep)
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && fromU64(k) <= limit; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Revision describes one saved version of the desired state.
+type Revision struct {
+	// Rev numbers revisions from 1 up; numbers are never reused, even after
+	// old revisions are dropped.
+	Rev uint64 `json:"rev"`
+	// Time the revision was saved.
+	Time time.Time `json:"time"`
+	// Note says where it came from, e.g. "apply -f host.yaml".
+	Note string `json:"note"`
+	// Size of the document in bytes.
+	Size int `json:"size"`
+}
+
+type revisionMeta struct {
+	Time time.Time `json:"time"`
+	Note string    `json:"note"`
+	Size int       `json:"size"`
+}
+
+// SaveDesired stores doc as the newest desired state and returns its revision
+// number. Only the newest MaxRevisions revisions are kept.
+func (s *Store) SaveDesired(doc []byte, note string) (uint64, error) {
+	var rev uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta, docs := tx.Bucket(bucketRevisions), tx.Bucket(bucketDocuments)
+		var err error
+		if rev, err = meta.NextSequence(); err != nil {
+			return err
+		}
+		m, err := json.Marshal(revisionMeta{Time: time.Now().UTC(), Note: note, Size: len(doc)})
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(u64(rev), m); err != nil {
+			return err
+		}
+		// bbolt keeps a reference to the value until the transaction
+		// commits; copy so the caller may reuse doc.
+		if err := docs.Put(u64(rev), append([]byte(nil), doc...)); err != nil {
+			return err
+		}
+		if err := trimOldest(meta, rev, MaxRevisions); err != nil {
+			return err
+		}
+		return trimOldest(docs, rev, MaxRevisions)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("saving desired state: %w", err)
+	}
+	return rev, nil
+}
+
+// Desired returns the newest desired state and its revision, or a nil doc and
+// revision 0 when none was saved yet.
+func (s *Store) Desired() (doc []byte, rev uint64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketDocuments).Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		rev = fromU64(k)
+		// Values are only valid inside the transaction.
+		doc = append([]byte(nil), v...)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading desired state: %w", err)
+	}
+	return doc, rev, nil
+}
+
+// Revisions lists the kept revisions, oldest first.
+func (s *Store) Revisions() ([]Revision, error) {
+	var revs []Revision
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRevisions).ForEach(func(k, v []byte) error {
+			var m revisionMeta
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("decoding revision %d: %w", fromU64(k), err)
+			}
+			revs = append(revs, Revision{Rev: fromU64(k), Time: m.Time, Note: m.Note, Size: m.Size})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing revisions: %w", err)
+	}
+	return revs, nil
+}
+
+// Revision returns the document of revision rev, or an error satisfying
+// IsNotFound when it was never saved or has been dropped.
+func (s *Store) Revision(rev uint64) ([]byte, error) {
+	var doc []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketDocuments).Get(u64(rev))
+		if v == nil {
+			return ErrNotFound
+		}
+		doc = append([]byte(nil), v...)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading revision %d: %w", rev, err)
+	}
+	return doc, nil
+}
+
+// SetOriginal records value as the original of key (for instance a sysctl
+// kvmnet is about to change), unless key already has one: the first recorded
+// value is the one from before kvmnet touched anything, and a later apply must
+// not overwrite it with kvmnet's own setting.
+func (s *Store) SetOriginal(key, value string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOriginals)
+		if b.Get([]byte(key)) != nil {
+			return nil
+		}
+		return b.Put([]byte(key), []byte(value))
+	})
+	if err != nil {
+		return fmt.Errorf("recording original of %q: %w", key, err)
+	}
+	return nil
+}
+
+// Originals returns every recorded original value by key.
+func (s *Store) Originals() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOriginals).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading originals: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteOriginal forgets the original of key, typically once it has been
+// restored. Deleting a key that has none is not an error.
+func (s *Store) DeleteOriginal(key string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOriginals).Delete([]byte(key))
+	})
+	if err != nil {
+		return fmt.Errorf("deleting original of %q: %w", key, err)
+	}
+	return nil
+}
