@@ -208,7 +208,10 @@ func (h *Handle) AddTap(name string, opt TapOptions, alias string) error {
 	if opt.VnetHdr {
 		flags |= netlink.TUNTAP_VNET_HDR
 	}
-	owner := ^uint32(0) // (uid_t)-1: no owner, only CAP_NET_ADMIN may open it
+	// The netlink library always issues TUNSETOWNER and TUNSETGROUP, and the
+	// kernel refuses (uid_t)-1 there, so "no owner" is root: only root or
+	// CAP_NET_ADMIN may attach to the tap, as with `ip tuntap` without user.
+	owner := uint32(0)
 	if opt.Owner != "" {
 		uid, err := lookupUID(opt.Owner)
 		if err != nil {
@@ -222,7 +225,7 @@ func (h *Handle) AddTap(name string, opt TapOptions, alias string) error {
 		Flags:     flags,
 		Queues:    queues,
 		Owner:     owner,
-		Group:     ^uint32(0),
+		Group:     0,
 	}
 	if err := h.nl.LinkAdd(tap); err != nil {
 		return fmt.Errorf("creating tap %q: %w", name, err)

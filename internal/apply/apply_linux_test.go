@@ -1,0 +1,197 @@
+package apply_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"testing"
+
+	"github.com/kvmnet/kvmnet/internal/apply"
+	"github.com/kvmnet/kvmnet/internal/kernel"
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
+)
+
+// failing is the test seam: it passes calls to the real kernel and fails
+// the n-th mutating call (counting from 1) without making it.
+type failing struct {
+	*kernel.Host
+	n, calls int
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *failing) step() error {
+	f.calls++
+	if f.calls == f.n {
+		return errInjected
+	}
+	return nil
+}
+
+func (f *failing) AddBridge(n string, mtu int, a string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.AddBridge(n, mtu, a)
+}
+
+func (f *failing) AddTap(n string, s plan.TapSpec, a string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.AddTap(n, s, a)
+}
+
+func (f *failing) DeleteLink(n string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.DeleteLink(n)
+}
+
+func (f *failing) SetMaster(n, m string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.SetMaster(n, m)
+}
+
+func (f *failing) SetUp(n string, up bool) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.SetUp(n, up)
+}
+
+func (f *failing) AddAddr(n string, p netip.Prefix) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.AddAddr(n, p)
+}
+
+func (f *failing) DelAddr(n string, p netip.Prefix) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.DelAddr(n, p)
+}
+
+func (f *failing) SetSysctl(k, v string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.SetSysctl(k, v)
+}
+
+func (f *failing) NftApply(ctx context.Context, ch *plan.NftChange) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.NftApply(ctx, ch)
+}
+
+const before = `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
+vms:
+  - name: web1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:10", ip: 192.168.100.10, tap: web1-0}]
+`
+
+// after changes everything at once: a new subnet for dev, a second
+// network, a created tap, a port moving between networks.
+const after = `
+networks:
+  - {name: dev, mode: nat, subnet: 10.10.0.0/24, egress: eth0}
+  - {name: test, mode: nat, subnet: 192.168.200.0/24, egress: eth0}
+vms:
+  - name: web1
+    interfaces: [{network: test, mac: "52:54:00:00:00:10", tap: web1-0}]
+  - name: db1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0, createTap: true}]
+`
+
+func dump(t *testing.T, ns string) string { return nstest.Dump(t, ns) }
+
+func parse(t *testing.T, doc string) *model.Config {
+	t.Helper()
+	cfg, err := model.Parse("test.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestRollbackAtEveryStep fails an apply at each of its steps in turn, on a
+// real kernel, and checks that the kernel is exactly as before each time.
+func TestRollbackAtEveryStep(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft is not installed")
+	}
+	ns := nstest.New(t)
+	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
+	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	nstest.Run(t, ns, "ip", "link", "add", "web1-0", "type", "veth", "peer", "name", "web1-peer")
+	nstest.Run(t, ns, "ip", "link", "set", "web1-0", "up")
+	nstest.Enter(t, ns)
+
+	host, err := kernel.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	run := func(k apply.Kernel, doc string) error {
+		obs, err := host.Observe(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := plan.Build(parse(t, doc), obs, plan.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return apply.Apply(ctx, k, p, apply.Hooks{}, log)
+	}
+	if err := run(host, before); err != nil {
+		t.Fatal(err)
+	}
+	want := dump(t, ns)
+
+	for n := 1; ; n++ {
+		f := &failing{Host: host, n: n}
+		err := run(f, after)
+		if err == nil {
+			if n == 1 {
+				t.Fatal("the change made no kernel calls")
+			}
+			t.Logf("failed each of %d steps in turn; each rolled back", n-1)
+			break
+		}
+		var ae *apply.Error
+		if !errors.As(err, &ae) || !errors.Is(err, errInjected) || ae.Rollback != nil {
+			t.Fatalf("step %d: want an injected failure rolled back cleanly, got %v", n, err)
+		}
+		if got := dump(t, ns); got != want {
+			t.Fatalf("after a failure at step %d (%s) the kernel differs from before:\n--- before\n%s\n--- after\n%s", n, ae.Step.Op, want, got)
+		}
+	}
+	// And the change itself converges: a second plan is empty.
+	obs, err := host.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Build(parse(t, after), obs, plan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Empty() {
+		t.Errorf("plan after a successful apply is not empty:\n%s", p)
+	}
+}

@@ -1,0 +1,239 @@
+package plan
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/kvmnet/kvmnet/internal/model"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func parse(t *testing.T, doc string) *model.Config {
+	t.Helper()
+	cfg, err := model.Parse("host.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		t.Errorf("%s (-want +got):\n%s", name, d)
+	}
+}
+
+const labConfig = `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
+  - {name: test, mode: nat, subnet: 192.168.200.0/24}
+vms:
+  - name: web1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:10", ip: 192.168.100.10, tap: web1-0}]
+  - name: db1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0, createTap: true}]
+  - name: t1
+    interfaces: [{network: test, mac: "52:54:00:00:00:20", tap: t1-0}]
+`
+
+func hostOnly() *Observed {
+	return &Observed{
+		Links: map[string]Link{
+			"lo":     {Name: "lo", Kind: "device", Up: true},
+			"eth0":   {Name: "eth0", Kind: "veth", Up: true, Addrs: []netip.Prefix{netip.MustParsePrefix("172.30.0.2/24")}},
+			"web1-0": {Name: "web1-0", Kind: "veth", Up: true},
+		},
+		DefaultRouteLink: "eth0",
+		Sysctls:          map[string]string{SysctlIPForward: "0"},
+	}
+}
+
+// simulate applies a plan to an Observed, the way the kernel would, so
+// state-transition tests can chain plans without a kernel.
+func simulate(obs *Observed, p *Plan) {
+	for _, a := range p.Actions {
+		l := obs.Links[a.Link]
+		switch a.Op {
+		case OpAddBridge:
+			obs.Links[a.Link] = Link{Name: a.Link, Kind: "bridge", Alias: a.Alias, MTU: 1500}
+		case OpAddTap:
+			obs.Links[a.Link] = Link{Name: a.Link, Kind: "tuntap", Alias: a.Alias, MTU: 1500}
+		case OpSetMTU:
+			l.MTU = a.MTU
+			obs.Links[a.Link] = l
+		case OpSetUp:
+			l.Up = a.Up
+			obs.Links[a.Link] = l
+		case OpSetMaster:
+			l.Master = a.Master
+			obs.Links[a.Link] = l
+		case OpAddAddr:
+			l.Addrs = append(l.Addrs, a.Addr)
+			obs.Links[a.Link] = l
+		case OpDelAddr:
+			var keep []netip.Prefix
+			for _, p := range l.Addrs {
+				if p != a.Addr {
+					keep = append(keep, p)
+				}
+			}
+			l.Addrs = keep
+			obs.Links[a.Link] = l
+		case OpSysctl:
+			obs.Sysctls[a.Key] = a.Value
+		case OpDelLink:
+			delete(obs.Links, a.Link)
+			for n, o := range obs.Links {
+				if o.Master == a.Link {
+					o.Master = ""
+					obs.Links[n] = o
+				}
+			}
+		case OpNft:
+			switch {
+			case a.Nft.Delete:
+				obs.Table = TableState{}
+			case a.Nft.Rebuild:
+				obs.Table = TableState{Exists: true, Comment: TableComment, Chains: map[string][]string{}, Sets: Elements{}}
+				for _, c := range Chains {
+					for _, r := range c.Rules {
+						obs.Table.Chains[c.Name] = append(obs.Table.Chains[c.Name], r.Comment)
+					}
+				}
+				for _, s := range Sets {
+					obs.Table.Sets[s.Name] = append([]string{}, a.Nft.Elements[s.Name]...)
+				}
+			default:
+				for set, els := range a.Nft.Del {
+					obs.Table.Sets[set], _ = diff(els, obs.Table.Sets[set]) // what is left
+				}
+				for set, els := range a.Nft.Add {
+					obs.Table.Sets[set] = append(obs.Table.Sets[set], els...)
+				}
+			}
+		}
+	}
+}
+
+// TestStates feeds a sequence of configs and checks each plan against a
+// golden file, then that re-planning the same config is empty.
+func TestStates(t *testing.T) {
+	obs := hostOnly()
+	orig := map[string]string{SysctlIPForward: "0"}
+	steps := []struct{ name, doc string }{
+		{"1-from-empty", labConfig},
+		{"2-drop-test-network", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
+vms:
+  - name: web1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:10", ip: 192.168.100.10, tap: web1-0}]
+`},
+		{"3-new-subnet-and-mtu", `
+networks:
+  - {name: dev, mode: nat, subnet: 10.1.0.0/16, egress: eth0, mtu: 9000}
+vms:
+  - name: web1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:10", tap: web1-0}]
+`},
+		{"4-empty", ``},
+	}
+	for _, s := range steps {
+		p, err := Build(parse(t, s.doc), obs, Options{Originals: orig})
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		golden(t, s.name+".plan", p.String())
+		simulate(obs, p)
+		again, err := Build(parse(t, s.doc), obs, Options{Originals: orig})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.Empty() {
+			t.Errorf("%s: second plan is not empty:\n%s", s.name, again)
+		}
+	}
+	if d := cmp.Diff(hostOnly(), obs, cmpopts.EquateComparable(netip.Prefix{})); d != "" {
+		t.Errorf("after the empty config the host differs from the start (-want +got):\n%s", d)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+		obs         func(*Observed)
+	}{
+		{"egress missing", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth9}
+`, `host.yaml:3:`, nil},
+		{"egress missing message", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth9}
+`, `egress interface "eth9" does not exist (interfaces: eth0, lo, web1-0)`, nil},
+		{"no default route", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24}
+`, `no egress given and the host has no IPv4 default route`, func(o *Observed) { o.DefaultRouteLink = "" }},
+		{"bridge taken", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, bridge: virbr0}
+`, `a link named "virbr0" exists and is not kvmnet's`, func(o *Observed) {
+			o.Links["virbr0"] = Link{Name: "virbr0", Kind: "bridge"}
+		}},
+		{"bridged refused", `
+networks:
+  - {name: lan, mode: bridged, uplink: eth0}
+`, `mode "bridged" cannot be applied by this version`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := hostOnly()
+			if tc.obs != nil {
+				tc.obs(obs)
+			}
+			_, err := Build(parse(t, tc.doc), obs, Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDriftRebuildsOnlyWhatIsWrong(t *testing.T) {
+	obs := hostOnly()
+	cfg := parse(t, labConfig)
+	p, _ := Build(cfg, obs, Options{})
+	simulate(obs, p)
+	// Someone deletes one rule: the table is rebuilt.
+	obs.Table.Chains["forward"] = obs.Table.Chains["forward"][1:]
+	p, _ = Build(cfg, obs, Options{})
+	if len(p.Actions) != 1 || p.Actions[0].Op != OpNft || !p.Actions[0].Nft.Rebuild {
+		t.Fatalf("want one nft rebuild, got:\n%s", p)
+	}
+	simulate(obs, p)
+	// Someone deletes one element: only that element comes back.
+	obs.Table.Sets[SetNATIfs] = []string{"kv-dev"}
+	p, _ = Build(cfg, obs, Options{})
+	if len(p.Actions) != 1 || p.Actions[0].Nft.Rebuild || !cmp.Equal(p.Actions[0].Nft.Add, Elements{SetNATIfs: {"kv-test"}}) {
+		t.Fatalf("want one element added, got:\n%s", p)
+	}
+}
