@@ -104,5 +104,5 @@ func (g *globals) openEngine() (*engine.Engine, *kernel.Host, error) {
 		st.Close()
 		return nil, nil, fmt.Errorf("%w", err)
 	}
-	return &engine.Engine{Store: st, Kernel: host, Log: g.log}, host, nil
+	return &engine.Engine{Store: st, Kernel: host, Log: g.log, Journal: filepath.Join(g.StateDir(), "journal")}, host, nil
 }

@@ -21,6 +21,7 @@ type Kernel interface {
 	DeleteLink(name string) error
 	SetMaster(name, master string) error
 	SetMTU(name string, mtu int) error
+	SetAlias(name, alias string) error
 	SetUp(name string, up bool) error
 	AddAddr(name string, p netip.Prefix) error
 	DelAddr(name string, p netip.Prefix) error
@@ -35,6 +36,10 @@ type Hooks struct {
 	// BeforeSysctl is called with the value a sysctl has before kvmnet
 	// first changes it, so destroy can put it back even after kill -9.
 	BeforeSysctl func(key, prev string) error
+	// BeforeCreate is called with the name of a link about to be created,
+	// so that an apply killed between creating and marking it can claim
+	// it later (plan.Options.Claim).
+	BeforeCreate func(name string) error
 }
 
 // Error is a failed apply: the step that failed and whether the rollback
@@ -90,12 +95,22 @@ func rollback(a plan.Action, cause error, undo []func() error, log *slog.Logger)
 // do runs one action and returns its inverse.
 func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error, error) {
 	switch a.Op {
+	case plan.OpAddBridge, plan.OpAddTap:
+		if hooks.BeforeCreate != nil {
+			if err := hooks.BeforeCreate(a.Link); err != nil {
+				return nil, err
+			}
+		}
+	}
+	switch a.Op {
 	case plan.OpAddBridge:
 		return func() error { return k.DeleteLink(a.Link) }, k.AddBridge(a.Link, a.MTU, a.Alias)
 	case plan.OpAddTap:
 		return func() error { return k.DeleteLink(a.Link) }, k.AddTap(a.Link, a.Tap, a.Alias)
 	case plan.OpSetMTU:
 		return func() error { return k.SetMTU(a.Link, a.PrevMTU) }, k.SetMTU(a.Link, a.MTU)
+	case plan.OpSetAlias:
+		return func() error { return k.SetAlias(a.Link, a.PrevAlias) }, k.SetAlias(a.Link, a.Alias)
 	case plan.OpSetUp:
 		return func() error { return k.SetUp(a.Link, !a.Up) }, k.SetUp(a.Link, a.Up)
 	case plan.OpSetMaster:

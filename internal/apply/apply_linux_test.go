@@ -60,6 +60,13 @@ func (f *failing) SetMaster(n, m string) error {
 	return f.Host.SetMaster(n, m)
 }
 
+func (f *failing) SetAlias(n, a string) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Host.SetAlias(n, a)
+}
+
 func (f *failing) SetUp(n string, up bool) error {
 	if err := f.step(); err != nil {
 		return err

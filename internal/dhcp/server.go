@@ -109,10 +109,16 @@ func (s *Server) Start() error {
 	go func() {
 		err := srv.Serve()
 		s.mu.Lock()
-		if !s.closing {
+		died := !s.closing
+		if died {
 			s.serveErr = err
 		}
 		s.mu.Unlock()
+		if died {
+			// Nobody else would notice until Close: guests stop
+			// getting leases.
+			s.log.Error("dhcp server stopped serving", "err", err)
+		}
 		close(s.done)
 	}()
 	s.log.Info("dhcp server started", "server", s.cfg.ServerIP, "range", s.cfg.RangeStart.String()+"-"+s.cfg.RangeEnd.String())
@@ -227,6 +233,13 @@ func (s *Server) reply(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	// RELEASE and DECLINE name the server they are meant for; another
+	// server's lease is none of our business.
+	if t := m.MessageType(); t == dhcpv4.MessageTypeRelease || t == dhcpv4.MessageTypeDecline {
+		if sid := addr4(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
+			return nil
+		}
+	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		return s.discover(m, mac, now)

@@ -282,6 +282,12 @@ func TestServerReleaseDeclineInform(t *testing.T) {
 		dhcpv4.MessageTypeAck, "10.0.0.100", "255.255.255.255:68")
 
 	ts.clock = t0.Add(time.Minute)
+	// A RELEASE meant for another server is ignored.
+	ts.send(request(t, macA, dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease), dhcpv4.WithClientIP(ip4("10.0.0.100")),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip4("10.0.0.254")))))
+	if l, _ := ts.store.get(macA); !l.Expiry.Equal(t0.Add(time.Hour)) {
+		t.Errorf("RELEASE for another server changed the lease: %+v", l)
+	}
 	rel := request(t, macA, dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease), dhcpv4.WithClientIP(ip4("10.0.0.100")))
 	if p := ts.send(rel); p != nil {
 		t.Errorf("RELEASE answered with %s", p.msg.MessageType())

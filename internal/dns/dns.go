@@ -114,6 +114,12 @@ func newServer(cfg Config, log *slog.Logger, resolvConf string) (*Server, error)
 	if err != nil {
 		return nil, err
 	}
+	if len(c.Upstreams) == 0 {
+		// The server still answers the guests' own names; the rest gets
+		// SERVFAIL until an Update finds upstreams.
+		_, why := s.resolvConfServers()
+		s.log.Warn("no upstream DNS servers, only local names will resolve", "resolv_conf", s.resolvConf, "err", why)
+	}
 	s.cfg = c
 	return s, nil
 }
@@ -151,12 +157,8 @@ func (s *Server) normalise(cfg Config) (Config, error) {
 	self := netip.AddrPortFrom(cfg.Listen, uint16(cfg.Port))
 	ups := cfg.Upstreams
 	if len(ups) == 0 {
-		var err error
-		if ups, err = s.resolvConfServers(); err != nil {
-			// The server still answers the guests' own names; the
-			// rest gets SERVFAIL until an Update finds upstreams.
-			s.log.Warn("no upstream DNS servers, only local names will resolve", "err", err)
-		}
+		// A missing or empty resolv.conf is not fatal: see New.
+		ups, _ = s.resolvConfServers()
 	}
 	cfg.Upstreams = nil
 	for _, u := range ups {
@@ -222,6 +224,10 @@ func (s *Server) Update(cfg Config) error {
 	defer s.mu.Unlock()
 	if c.Listen != s.cfg.Listen || c.Port != s.cfg.Port {
 		return fmt.Errorf("updating dns server of network %q: listen address %s port %d cannot change (to %s port %d) without a restart", s.cfg.Network, s.cfg.Listen, s.cfg.Port, c.Listen, c.Port)
+	}
+	// Say so when the upstreams go away, not on every reconcile.
+	if len(c.Upstreams) == 0 && len(s.cfg.Upstreams) > 0 {
+		s.log.Warn("no upstream DNS servers left, only local names will resolve", "resolv_conf", s.resolvConf)
 	}
 	s.cfg = c
 	return nil

@@ -32,6 +32,8 @@ type Engine struct {
 	Store  *store.Store
 	Kernel Kernel
 	Log    *slog.Logger
+	// Journal is the path of the apply journal (see journal); "" disables it.
+	Journal string
 
 	mu sync.Mutex
 }
@@ -78,7 +80,11 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 	if err != nil {
 		return nil, err
 	}
-	return plan.Build(cfg, obs, plan.Options{Originals: orig})
+	claim, err := journal{e.Journal}.names()
+	if err != nil {
+		return nil, err
+	}
+	return plan.Build(cfg, obs, plan.Options{Originals: orig, Claim: claim})
 }
 
 // Apply makes the kernel match cfg and, on success, stores doc (the file as
@@ -136,8 +142,16 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 		return p, nil
 	}
 	e.Log.Info("applying", "actions", p.Summary(), "waiting", len(p.Waiting))
-	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal}
+	j := journal{e.Journal}
+	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal, BeforeCreate: j.add}
 	if err := apply.Apply(ctx, e.Kernel, p, hooks, e.Log); err != nil {
+		var ae *apply.Error
+		if errors.As(err, &ae) && ae.Rollback == nil {
+			err = errors.Join(err, j.clear())
+		}
+		return p, err
+	}
+	if err := j.clear(); err != nil {
 		return p, err
 	}
 	// Originals that are back in place are forgotten, so the next change

@@ -93,6 +93,9 @@ func (h *Host) SetMaster(name, master string) error { return h.Link.SetMaster(na
 // SetMTU implements apply.Kernel.
 func (h *Host) SetMTU(name string, mtu int) error { return h.Link.SetMTU(name, mtu) }
 
+// SetAlias implements apply.Kernel.
+func (h *Host) SetAlias(name, alias string) error { return h.Link.SetAlias(name, alias) }
+
 // SetUp implements apply.Kernel.
 func (h *Host) SetUp(name string, up bool) error { return h.Link.SetUp(name, up) }
 

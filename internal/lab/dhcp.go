@@ -62,6 +62,10 @@ func (l *Lab) DHCP(ctx context.Context, vm, iface string) (Lease, error) {
 		"-x", "hostname:" + vm, // as guests do, so servers can name them
 	}
 	if _, err := l.Exec(ctx, vm, args...); err != nil {
+		if strings.Contains(err.Error(), "no lease, failing") {
+			return Lease{}, fmt.Errorf("dhcp for VM %q %s: no lease: nothing answered 5 DISCOVERs; check the VM's network has a DHCP server (NAT: `kvmnet --netns %s daemon` runs and the file was applied; bridged: the tap is on the bridge)",
+				vm, iface, l.NS(NodeHost))
+		}
 		return Lease{}, fmt.Errorf("dhcp for VM %q %s: no lease: %w", vm, iface, err)
 	}
 	lease, err := l.ReadLease(vm, iface)

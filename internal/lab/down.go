@@ -18,9 +18,11 @@ import (
 //
 //  1. stop the processes whose pid files are in the lab directory (after
 //     checking that they still run a lab command line),
-//  2. stop every process left in the lab's namespaces (`ip netns pids`),
-//     such as a `kvmnet --netns PREFIX-host daemon`,
+//  2. stop every process left in the lab's namespaces (found as
+//     `ip netns pids` finds them), such as a `kvmnet --netns PREFIX-host
+//     daemon`,
 //  3. delete every namespace named PREFIX-*, which deletes their links,
+//     and look once more for processes that entered one meanwhile,
 //  4. remove /etc/netns/PREFIX-*, kvmnet's state and socket of those
 //     namespaces, and the lab directory.
 //
@@ -41,7 +43,13 @@ func down(prefix string, log *slog.Logger) error {
 
 	nss, err := labNamespacesExcept(prefix, others)
 	errs = append(errs, err)
-	errs = append(errs, stopInNamespaces(nss, log))
+	ids := map[nsID]string{}
+	for _, ns := range nss {
+		if id, err := netnsID(filepath.Join(netnsDir, ns)); err == nil {
+			ids[id] = ns
+		}
+	}
+	errs = append(errs, stopInNamespaces(ids, log))
 	for _, ns := range nss {
 		if _, err := run(context.Background(), "ip", "netns", "del", ns); err != nil {
 			errs = append(errs, err)
@@ -49,6 +57,10 @@ func down(prefix string, log *slog.Logger) error {
 			log.Debug("namespace deleted", "namespace", ns)
 		}
 	}
+	// A process that entered a namespace while the sweep above ran (an
+	// `ip netns exec` between its open and its setns) keeps the namespace
+	// alive with no name left to find it by; sweep again by identity.
+	errs = append(errs, stopInNamespaces(ids, log))
 
 	// Per-namespace files: what `ip netns exec` binds over /etc, and
 	// kvmnet's own state dir and socket for `--netns PREFIX-...`.
@@ -98,36 +110,29 @@ func stopRecorded(dir string, log *slog.Logger) error {
 			log.Debug("stopping recorded process", "pid", pid, "what", what)
 		}
 	}
-	return errors.Join(append(errs, stopProcs(procs))...)
+	return errors.Join(append(errs, stopProcs(procs, log))...)
 }
 
 // stopInNamespaces stops every process running in the namespaces.
-func stopInNamespaces(nss []string, log *slog.Logger) error {
+func stopInNamespaces(ids map[nsID]string, log *slog.Logger) error {
 	var procs []proc
 	var errs []error
 	self := os.Getpid()
-	for _, ns := range nss {
-		out, err := run(context.Background(), "ip", "netns", "pids", ns)
-		if err != nil {
-			errs = append(errs, err)
+	for pid, id := range pidsInNetns(ids) {
+		if pid <= 1 || pid == self {
 			continue
 		}
-		for _, field := range strings.Fields(out) {
-			pid, err := strconv.Atoi(field)
-			if err != nil || pid <= 1 || pid == self {
-				continue
-			}
-			p, ok, err := openProc(pid, "process in namespace "+ns, inNamespace(ns))
-			switch {
-			case err != nil:
-				errs = append(errs, err)
-			case ok:
-				procs = append(procs, p)
-				log.Debug("stopping process left in namespace", "pid", pid, "namespace", ns)
-			}
+		ns := ids[id]
+		p, ok, err := openProc(pid, "process in namespace "+ns, inNetnsID(id, ns))
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case ok:
+			procs = append(procs, p)
+			log.Debug("stopping process left in namespace", "pid", pid, "namespace", ns)
 		}
 	}
-	return errors.Join(append(errs, stopProcs(procs))...)
+	return errors.Join(append(errs, stopProcs(procs, log))...)
 }
 
 // labNamespaces lists the namespaces of lab prefix.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -435,6 +434,24 @@ func startIdle(t *testing.T, l *Lab, node string) (*exec.Cmd, <-chan error) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { stdin.Close() })
+	// Start returns once ip runs; wait until it has entered the namespace
+	// and become cat, or Down could look before it is there.
+	id, err := netnsID(filepath.Join(netnsDir, l.NS(node)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	err = poll(t.Context(), "cat to run in "+l.NS(node), 10*time.Second, 5*time.Millisecond, func() error {
+		got, err := netnsID(fmt.Sprintf("/proc/%d/ns/net", pid))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || got != id || strings.TrimSpace(string(comm)) != "cat" {
+			return errNotYet
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return cmd, done
 }
 
@@ -607,5 +624,3 @@ func TestDHCPNoServer(t *testing.T) {
 		t.Errorf("DHCP on the host node succeeded, want an error")
 	}
 }
-
-var _ = io.Discard

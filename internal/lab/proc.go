@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -72,21 +73,57 @@ func cmdlineContains(s string) func(pid int) error {
 	}
 }
 
-// inNamespace is an openProc check: the process must still be in network
-// namespace ns.
-func inNamespace(ns string) func(pid int) error {
-	return func(pid int) error {
-		var want, got unix.Stat_t
-		if err := unix.Stat(netnsDir+"/"+ns, &want); err != nil {
-			return fmt.Errorf("reading namespace %q: %w", ns, err)
+// nsID identifies a network namespace: the device and inode of its nsfs
+// file. It outlives the namespace's name, so processes that still hold a
+// deleted namespace can be found by it.
+type nsID struct{ dev, ino uint64 }
+
+// netnsID returns the identity of the namespace behind path (/run/netns/NAME
+// or /proc/PID/ns/net).
+func netnsID(path string) (nsID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// pidsInNetns scans /proc, as `ip netns pids` does, for processes in any of
+// the namespaces and returns them with their namespace. Unlike
+// `ip netns pids`, it still finds them once the names are deleted.
+func pidsInNetns(ids map[nsID]string) map[int]nsID {
+	found := map[int]nsID{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return found
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
 		}
-		if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &got); err != nil {
+		id, err := netnsID("/proc/" + e.Name() + "/ns/net")
+		if err != nil {
+			continue // exited, or a kernel thread
+		}
+		if _, ok := ids[id]; ok {
+			found[pid] = id
+		}
+	}
+	return found
+}
+
+// inNetnsID is an openProc check: the process must still be in namespace id.
+func inNetnsID(id nsID, ns string) func(pid int) error {
+	return func(pid int) error {
+		got, err := netnsID("/proc/" + strconv.Itoa(pid) + "/ns/net")
+		if err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
 				return os.ErrNotExist
 			}
 			return fmt.Errorf("reading network namespace of process %d: %w", pid, err)
 		}
-		if want.Dev != got.Dev || want.Ino != got.Ino {
+		if got != id {
 			return fmt.Errorf("process %d left namespace %q; leaving it alone", pid, ns)
 		}
 		return nil
@@ -114,7 +151,7 @@ func exited(fd int, timeout time.Duration) bool {
 // stopProcs sends SIGTERM to every process, waits for them to exit until
 // termGrace passes, sends SIGKILL to the rest and waits killGrace more. It
 // closes every pidfd and reports the processes that would not die.
-func stopProcs(procs []proc) error {
+func stopProcs(procs []proc, log *slog.Logger) error {
 	defer func() {
 		for _, p := range procs {
 			unix.Close(p.fd)
@@ -124,6 +161,9 @@ func stopProcs(procs []proc) error {
 	left = waitAll(left, termGrace)
 	if len(left) == 0 {
 		return nil
+	}
+	for _, p := range left {
+		log.Warn("process still runs after SIGTERM; sending SIGKILL", "pid", p.pid, "what", p.what, "waited", termGrace)
 	}
 	left = waitAll(signalAll(left, unix.SIGKILL), killGrace)
 	var errs []error

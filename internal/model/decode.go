@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -37,15 +38,27 @@ var (
 // mapping that merges itself.
 const maxMergeDepth = 8
 
+// maxValues bounds how many list entries and mapping keys a file may expand
+// to. Aliases let a small file stand for an enormous one ("billion laughs");
+// a real host with ten thousand guests needs about a hundred thousand.
+const maxValues = 500_000
+
 type decoder struct {
 	file    string
 	pos     *Positions
 	anchors map[string][]*ast.AnchorNode
 	errs    []*Error
+	// bad holds the paths whose value could not be read, and keyTrouble
+	// the paths of mappings with unknown or malformed keys, so that the
+	// checks that follow stay quiet about what is already reported.
+	bad, keyTrouble map[string]bool
+	// values counts list entries and mapping keys read, against maxValues.
+	values int
 }
 
 func newDecoder(file string, tree *ast.File) *decoder {
-	d := &decoder{file: file, pos: &Positions{}, anchors: map[string][]*ast.AnchorNode{}}
+	d := &decoder{file: file, pos: &Positions{}, anchors: map[string][]*ast.AnchorNode{},
+		bad: map[string]bool{}, keyTrouble: map[string]bool{}}
 	for _, doc := range tree.Docs {
 		if doc != nil {
 			d.collectAnchors(doc.Body, 0)
@@ -89,7 +102,19 @@ func anchorName(n *ast.AnchorNode) string {
 	return n.Name.GetToken().Value
 }
 
+// errorAt reports that the value at path could not be read.
 func (d *decoder) errorAt(n ast.Node, path, format string, args ...any) {
+	d.bad[path] = true
+	d.report(n, path, format, args...)
+}
+
+// keyError reports a problem with a key of the mapping at path.
+func (d *decoder) keyError(n ast.Node, path, format string, args ...any) {
+	d.keyTrouble[path] = true
+	d.report(n, path, format, args...)
+}
+
+func (d *decoder) report(n ast.Node, path, format string, args ...any) {
 	line, col := nodePos(n)
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Column: col, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
@@ -128,10 +153,26 @@ func nodePos(n ast.Node) (line, col int) {
 // the value. It returns nil for a null value or an alias to nowhere (which
 // it reports).
 func (d *decoder) resolve(path string, n ast.Node) ast.Node {
+	r, bad, problem := d.follow(n)
+	if problem != "" {
+		d.errorAt(bad, path, "%s", problem)
+	}
+	return r
+}
+
+// peek resolves n without reporting anything.
+func (d *decoder) peek(n ast.Node) ast.Node {
+	r, _, _ := d.follow(n)
+	return r
+}
+
+// follow does the work of resolve. When it cannot, it returns the node at
+// fault and what is wrong.
+func (d *decoder) follow(n ast.Node) (r, bad ast.Node, problem string) {
 	for range 16 {
 		switch v := n.(type) {
 		case nil, *ast.NullNode:
-			return nil
+			return nil, nil, ""
 		case *ast.AnchorNode:
 			n = v.Value
 		case *ast.TagNode:
@@ -143,16 +184,14 @@ func (d *decoder) resolve(path string, n ast.Node) ast.Node {
 				if v.Value != nil {
 					name = v.Value.GetToken().Value
 				}
-				d.errorAt(v, path, "alias *%s refers to no anchor &%s defined before it", name, name)
-				return nil
+				return nil, v, fmt.Sprintf("alias *%s refers to no anchor &%s defined before it", name, name)
 			}
 			n = target.Value
 		default:
-			return n
+			return n, nil, ""
 		}
 	}
-	d.errorAt(n, path, "aliases nest too deep")
-	return nil
+	return nil, n, "aliases and tags nest too deep"
 }
 
 // anchorFor returns the last anchor named like alias that comes before it.
@@ -182,14 +221,6 @@ func (d *decoder) record(path string, n ast.Node) {
 		pos.text = scalarText(v)
 	}
 	d.pos.set(path, pos)
-}
-
-// peek resolves n without reporting anything.
-func (d *decoder) peek(n ast.Node) ast.Node {
-	saved := len(d.errs)
-	r := d.resolve("", n)
-	d.errs = d.errs[:saved]
-	return r
 }
 
 // scalarText is what the user wrote for a single value, without quotes.
@@ -244,7 +275,7 @@ func (d *decoder) entries(path string, n ast.Node, depth int) []entry {
 		}
 		if mv.Key.IsMergeKey() {
 			if depth >= maxMergeDepth {
-				d.errorAt(mv.Key, path, "merges (<<) nest too deep")
+				d.keyError(mv.Key, path, "merges (<<) nest too deep")
 				continue
 			}
 			for _, m := range d.mergeSources(path, mv.Value) {
@@ -255,10 +286,10 @@ func (d *decoder) entries(path string, n ast.Node, depth int) []entry {
 		k := d.resolve(path, mv.Key)
 		switch k.(type) {
 		case nil:
-			d.errorAt(mv.Key, path, "a key is empty; write keys as plain words, e.g. name:")
+			d.keyError(mv.Key, path, "a key is empty; write keys as plain words, e.g. name:")
 			continue
 		case *ast.MappingNode, *ast.MappingValueNode, *ast.SequenceNode, *ast.MappingKeyNode:
-			d.errorAt(mv.Key, path, "a key is %s; write keys as plain words, e.g. name:", describe(k))
+			d.keyError(mv.Key, path, "a key is %s; write keys as plain words, e.g. name:", describe(k))
 			continue
 		}
 		own = append(own, entry{key: scalarText(k), kn: mv.Key, value: mv.Value})
@@ -287,12 +318,12 @@ func (d *decoder) mergeSources(path string, n ast.Node) []ast.Node {
 				out = append(out, m)
 			case nil:
 			default:
-				d.errorAt(x, path, "<< merges mappings, got %s", describe(m))
+				d.keyError(x, path, "<< merges mappings, got %s", describe(m))
 			}
 		}
 		return out
 	default:
-		d.errorAt(n, path, "<< merges a mapping or a list of mappings, got %s", describe(v))
+		d.keyError(n, path, "<< merges a mapping or a list of mappings, got %s", describe(v))
 		return nil
 	}
 }
@@ -312,12 +343,15 @@ func (d *decoder) mapping(path string, n ast.Node, what, hint string, keys []str
 		return
 	}
 	for _, e := range d.entries(path, r, 0) {
+		if !d.count(e.kn) {
+			return
+		}
 		p := e.key
 		if path != "" {
 			p = path + "." + e.key
 		}
 		if !slices.Contains(keys, e.key) {
-			d.errorAt(e.kn, path, "unknown key %q %s%s (allowed: %s)", e.key, what, suggest(e.key, keys), strings.Join(keys, ", "))
+			d.keyError(e.kn, path, "unknown key %q %s%s (allowed: %s)", e.key, what, suggest(e.key, keys), strings.Join(keys, ", "))
 			continue
 		}
 		d.record(p, e.value)
@@ -330,6 +364,20 @@ func (d *decoder) mapping(path string, n ast.Node, what, hint string, keys []str
 	}
 }
 
+// count counts one value against maxValues and reports false, once with
+// an error, when the file has too many.
+func (d *decoder) count(n ast.Node) bool {
+	d.values++
+	switch {
+	case d.values < maxValues:
+		return true
+	case d.values == maxValues:
+		d.report(n, "", "the file expands to more than %d values (through aliases?); kvmnet stops reading here", maxValues)
+		d.bad[""] = true
+	}
+	return false
+}
+
 // list reads the list at path and calls each for every entry.
 func (d *decoder) list(path string, n ast.Node, hint string, each func(i int, path string, v ast.Node)) {
 	r := d.resolve(path, n)
@@ -337,6 +385,9 @@ func (d *decoder) list(path string, n ast.Node, hint string, each func(i int, pa
 	case nil:
 	case *ast.SequenceNode:
 		for i, x := range v.Values {
+			if !d.count(x) {
+				return
+			}
 			p := fmt.Sprintf("%s[%d]", path, i)
 			d.record(p, x)
 			each(i, p, x)
@@ -391,7 +442,10 @@ func (d *decoder) integer(path string, n ast.Node, example string) int {
 		return 0
 	}
 	i, err := strconv.Atoi(s)
-	if err != nil {
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		d.errorAt(n, path, "%q is far too large (want e.g. %s)", s, example)
+	case err != nil:
 		d.errorAt(n, path, "%q is not a whole number (want e.g. %s)", s, example)
 	}
 	return i

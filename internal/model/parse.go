@@ -54,12 +54,8 @@ func Parse(file string, data []byte) (*Config, error) {
 		}
 	}
 	c := d.config(body)
-	if len(d.errs) > 0 {
-		// The values were not all read; checking what was read would only
-		// add noise to messages the user has to act on first.
-		return nil, joinSorted(d.errs)
-	}
-	if errs := check(c); len(errs) > 0 {
+	errs := append(d.errs, check(c, d.bad, d.keyTrouble)...)
+	if len(errs) > 0 {
 		return nil, joinSorted(errs)
 	}
 	return c, nil

@@ -77,31 +77,50 @@ vms:
       - {network: dev, mac: 52:54:00:00:00:10, colour: blue}
 `
 	_, err := Parse("host.yaml", []byte(file))
-	if err == nil {
-		t.Fatal("Parse accepted a file with unknown keys")
-	}
-	// Unknown keys stop Parse before the meaning of values is checked.
-	want := `host.yaml:13:48: vms[0].interfaces[0]: unknown key "colour" in an interface (allowed: network, mac, ip, tap, createTap, queues, owner, security, qos)`
-	if diff := cmp.Diff(want, err.Error()); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-
-	_, err = Parse("host.yaml", []byte(strings.Replace(file, ", colour: blue", "", 1)))
 	var got []string
 	for _, e := range Errors(err) {
 		got = append(got, e.Error())
 	}
-	wantAll := []string{
+	want := []string{
 		`host.yaml:6:16: networks[0].forwards[0].port: "0": port 0 is out of range (want 1 to 65535)`,
 		`host.yaml:6:23: networks[0].forwards[0].to: "nobody": VM "nobody" does not exist (VMs: web1)`,
 		`host.yaml:7:11: networks[1].name: "Bad" is not a valid network name (` + nameRule + `)`,
+		`host.yaml:13:48: vms[0].interfaces[0]: unknown key "colour" in an interface (allowed: network, mac, ip, tap, createTap, queues, owner, security, qos)`,
 	}
-	if diff := cmp.Diff(wantAll, got); diff != "" {
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if err.Error() != strings.Join(want, "\n") {
+		t.Errorf("Error() = %s", err)
 	}
 	var first *Error
 	if !errors.As(err, &first) || first.Line != 6 || first.Path != "networks[0].forwards[0].port" {
 		t.Errorf("errors.As gave %+v, want the first error", first)
+	}
+}
+
+// TestNoFollowUpErrors checks that a value that cannot be read is reported
+// once, without the errors that would follow from its absence.
+func TestNoFollowUpErrors(t *testing.T) {
+	for _, tt := range []struct{ file, want string }{{
+		// The misspelt name is not also "missing", and references to
+		// the network are not "unknown".
+		file: "networks:\n  - nmae: dev\n    mode: nat\n    subnet: 192.168.100.0/24\nvms:\n  - name: a\n    interfaces: [{network: dev, mac: 52:54:00:00:00:01}]\n",
+		want: `x.yaml:2:5: networks[0]: unknown key "nmae" in a network; did you mean "name"? (allowed: name, mode, bridge, mtu, uplink, hostAddress, subnet, gateway, dhcp, dns, egress, forwards)`,
+	}, {
+		file: "networks:\n  - name: dev\n    mode: nat\n    subnet: 192.168.100.0/24\n    mtu: big\n",
+		want: `x.yaml:5:10: networks[0].mtu: "big" is not a whole number (want e.g. 1500)`,
+	}, {
+		file: "networks:\n  - name: dev\n    mode: nat\n    subnet: 192.168.100.0/24\n    forwards: [{port: 80, to: a}]\nvms:\n  - name: [a]\n",
+		want: `x.yaml:7:11: vms[0].name: want a single value, got a list`,
+	}, {
+		file: "networks:\n  - name: dev\n    mode: nat\n    subnet: 192.168.100.0/24\nvms:\n  - name: a\n    interfaces: [{network: dev, mac: 52:54:00:00:00:01, createTap: 1, queues: 2}]\n",
+		want: `x.yaml:7:68: vms[0].interfaces[0].createTap: "1" is not a boolean (want true or false)`,
+	}} {
+		_, err := Parse("x.yaml", []byte(tt.file))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Parse(%q):\ngot  %v\nwant %s", tt.file, err, tt.want)
+		}
 	}
 }
 
@@ -138,4 +157,24 @@ func mustMarshal(t *testing.T, c *Config) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestAliasBomb checks that a small file that aliases its way to millions
+// of values is refused quickly instead of eating the host.
+func TestAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("x: &f {port: 80, to: a, from: [")
+	for i := range 1000 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("1.2.3.4")
+	}
+	b.WriteString("]}\n")
+	b.WriteString("networks:\n  - &n {name: a, mode: nat, subnet: 10.0.0.0/24, forwards: [" + strings.Repeat("*f, ", 999) + "*f]}\n")
+	b.WriteString("  " + strings.Repeat("- *n\n  ", 999) + "- *n\n")
+	_, err := Parse("bomb.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+		t.Errorf("Parse of an alias bomb: %.300v", err)
+	}
 }

@@ -30,7 +30,8 @@ const nameRule = "want 1 to 15 lowercase letters, digits and '-', starting and e
 func validName(s string) bool { return len(s) <= maxNameLen && nameRE.MatchString(s) }
 
 // ifNameProblem says what is wrong with a network device name, or "" when
-// the kernel accepts it (dev_valid_name in net/core/dev.c).
+// it is valid: the kernel's rules (dev_valid_name in net/core/dev.c), and
+// ASCII only.
 func ifNameProblem(s string) string {
 	switch {
 	case s == "":
@@ -43,6 +44,10 @@ func ifNameProblem(s string) string {
 		return "contains '/' or ':', which Linux does not allow in device names"
 	case strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
 		return "contains whitespace or a control character, which Linux does not allow in device names"
+	case strings.IndexFunc(s, func(r rune) bool { return r > 0x7f }) >= 0:
+		// Linux would take it, but nft, tc and udev rules are a poor
+		// place to meet bytes beyond ASCII.
+		return "contains a character beyond ASCII; kvmnet takes device names of ASCII letters, digits and punctuation"
 	}
 	return ""
 }

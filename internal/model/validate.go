@@ -1,7 +1,9 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,8 +18,11 @@ import (
 // defaults first, because the checks of interfaces and forwards build on
 // them (an interface's ip must be inside its network's subnet, a default
 // tap must not collide with a bridge name).
-func check(c *Config) []*Error {
-	k := &checker{c: c, pos: c.Positions, nets: map[string]int{}, vms: map[string]int{}}
+//
+// bad and keyTrouble come from reading the file (see decoder): problems
+// already reported there silence the checks that would only repeat them.
+func check(c *Config, bad, keyTrouble map[string]bool) []*Error {
+	k := &checker{c: c, pos: c.Positions, nets: map[string]int{}, vms: map[string]int{}, bad: bad, keyTrouble: keyTrouble}
 	for i := range c.Networks {
 		k.network(i)
 	}
@@ -40,6 +45,9 @@ type checker struct {
 	pos  *Positions
 	errs []*Error
 
+	bad, keyTrouble map[string]bool
+	incompleteMemo  map[string]bool
+
 	nets map[string]int // network name → index of its first definition
 	vms  map[string]int // VM name → index
 	// okSubnet marks networks whose subnet and gateway are valid, so that
@@ -49,7 +57,54 @@ type checker struct {
 }
 
 func (k *checker) errorf(path, format string, args ...any) {
-	k.errs = append(k.errs, k.c.Errorf(path, format, args...))
+	if !k.quiet(path) {
+		k.errs = append(k.errs, k.c.Errorf(path, format, args...))
+	}
+}
+
+// missing reports a required key that is not there, unless its mapping
+// had a key that could not be read: the "missing" key is then most likely
+// that one, misspelt.
+func (k *checker) missing(path, format string, args ...any) {
+	if !k.keyTrouble[parentPath(path)] {
+		k.errorf(path, format, args...)
+	}
+}
+
+// quiet reports whether reading path, or what contains it, failed.
+func (k *checker) quiet(path string) bool {
+	for {
+		if k.bad[path] {
+			return true
+		}
+		if path == "" {
+			return false
+		}
+		path = parentPath(path)
+	}
+}
+
+// incomplete reports whether some entry of the list at path ("networks",
+// "vms") or its name could not be read, so that references to names
+// cannot be checked.
+func (k *checker) incomplete(list string) bool {
+	if v, ok := k.incompleteMemo[list]; ok {
+		return v
+	}
+	v := k.quiet(list)
+	n := len(k.c.Networks)
+	if list == "vms" {
+		n = len(k.c.VMs)
+	}
+	for i := 0; i < n && !v; i++ {
+		p := fmt.Sprintf("%s[%d]", list, i)
+		v = k.bad[p] || k.bad[p+".name"] || k.keyTrouble[p]
+	}
+	if k.incompleteMemo == nil {
+		k.incompleteMemo = map[string]bool{}
+	}
+	k.incompleteMemo[list] = v
+	return v
 }
 
 // where names a place in the file for "already used by ..." messages.
@@ -74,7 +129,7 @@ func (k *checker) network(i int) {
 	nameOK := false
 	switch {
 	case n.Name == "" && !k.pos.has(p+".name"):
-		k.errorf(p+".name", "missing; every network needs a name (e.g. name: dev)")
+		k.missing(p+".name", "missing; every network needs a name (e.g. name: dev)")
 	case !validName(n.Name):
 		k.errorf(p+".name", "%q is not a valid network name (%s)", n.Name, nameRule)
 	default:
@@ -88,7 +143,11 @@ func (k *checker) network(i int) {
 
 	if k.pos.has(p + ".bridge") {
 		if prob := ifNameProblem(n.Bridge); prob != "" {
-			k.errorf(p+".bridge", "bridge name %q %s; set bridge: to a valid name (e.g. br-%s)", n.Bridge, prob, cut(n.Name, 12))
+			example := "br-guests"
+			if validName(n.Name) {
+				example = "br-" + cut(n.Name, 12)
+			}
+			k.errorf(p+".bridge", "bridge name %q %s; set bridge: to a valid name (e.g. %s)", n.Bridge, prob, example)
 		}
 	} else if nameOK {
 		n.Bridge = DefaultBridge(n.Name)
@@ -103,7 +162,7 @@ func (k *checker) network(i int) {
 	case ModeNAT:
 		k.nat(i, nameOK)
 	case "":
-		k.errorf(p+".mode", "missing; every network needs a mode (want bridged or nat)")
+		k.missing(p+".mode", "missing; every network needs a mode (want bridged or nat)")
 	default:
 		k.errorf(p+".mode", "%q is not a mode (want bridged or nat)", string(n.Mode))
 	}
@@ -129,7 +188,7 @@ func (k *checker) bridged(i int) {
 		}
 	}
 	if !k.pos.has(p + ".uplink") {
-		k.errorf(p+".uplink", "missing; a bridged network needs the physical interface to enslave to its bridge (e.g. uplink: eth0)")
+		k.missing(p+".uplink", "missing; a bridged network needs the physical interface to enslave to its bridge (e.g. uplink: eth0)")
 	} else if prob := ifNameProblem(n.Uplink); prob != "" {
 		k.errorf(p+".uplink", "uplink name %q %s; name the physical interface as \"ip link\" shows it (e.g. eth0)", n.Uplink, prob)
 	}
@@ -182,7 +241,7 @@ func (k *checker) subnet(i int) bool {
 	p := netPath(i)
 	sp := p + ".subnet"
 	if !k.pos.has(sp) {
-		k.errorf(sp, "missing; a nat network needs a private IPv4 subnet (e.g. subnet: 192.168.100.0/24)")
+		k.missing(sp, "missing; a nat network needs a private IPv4 subnet (e.g. subnet: 192.168.100.0/24)")
 		return false
 	}
 	if !n.Subnet.IsValid() {
@@ -345,16 +404,35 @@ func (k *checker) networksTogether() {
 			k.errorf(p+".egress", "%q is this network's own bridge; name the interface traffic leaves the host through (e.g. eth0), or leave egress out for the interface of the default route", n.Egress)
 		}
 	}
+	k.subnetOverlaps()
+}
+
+// subnetOverlaps reports nat subnets that share addresses, each on the
+// network that comes later in the file. It sorts rather than comparing
+// every pair, so that a file with thousands of networks stays quick.
+func (k *checker) subnetOverlaps() {
+	ns := k.c.Networks
+	var idx []int
 	for i := range ns {
-		if !k.okSubnet[i] {
-			continue
+		if k.okSubnet[i] {
+			idx = append(idx, i)
 		}
-		for j := range i {
-			if !k.okSubnet[j] || !ns[i].Subnet.Overlaps(ns[j].Subnet) {
-				continue
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		return ns[a].Subnet.Addr().Compare(ns[b].Subnet.Addr())
+	})
+	reported := map[int]bool{}
+	widest := -1 // of the subnets so far, the one that reaches highest
+	for _, i := range idx {
+		if widest >= 0 && ns[i].Subnet.Addr().Compare(broadcast(ns[widest].Subnet)) <= 0 {
+			later, earlier := max(i, widest), min(i, widest)
+			if !reported[later] {
+				reported[later] = true
+				k.errorf(netPath(later)+".subnet", "%s overlaps %s of network %q (%s); give each network its own address range", ns[later].Subnet, ns[earlier].Subnet, ns[earlier].Name, k.where(netPath(earlier)))
 			}
-			k.errorf(netPath(i)+".subnet", "%s overlaps %s of network %q (%s); give each network its own address range", ns[i].Subnet, ns[j].Subnet, ns[j].Name, k.where(netPath(j)))
-			break
+		}
+		if widest < 0 || broadcast(ns[i].Subnet).Compare(broadcast(ns[widest].Subnet)) > 0 {
+			widest = i
 		}
 	}
 }
@@ -367,7 +445,7 @@ func (k *checker) vm(i int) {
 	nameOK := false // see network
 	switch {
 	case vm.Name == "" && !k.pos.has(p+".name"):
-		k.errorf(p+".name", "missing; every VM needs a name (e.g. name: web1)")
+		k.missing(p+".name", "missing; every VM needs a name (e.g. name: web1)")
 	case !validName(vm.Name):
 		k.errorf(p+".name", "%q is not a valid VM name (%s)", vm.Name, nameRule)
 	default:
@@ -392,18 +470,19 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 	ni := -1
 	switch {
 	case !k.pos.has(p + ".network"):
-		k.errorf(p+".network", "missing; every interface names the network it sits on (networks: %s)", k.networkNames())
+		k.missing(p+".network", "missing; every interface names the network it sits on (networks: %s)", k.networkNames())
 	default:
 		j, ok := k.nets[in.Network]
-		if !ok {
-			k.errorf(p+".network", "network %q does not exist (networks: %s)", in.Network, k.networkNames())
-		} else {
+		switch {
+		case ok:
 			ni, n = j, &k.c.Networks[j]
+		case !k.incomplete("networks"):
+			k.errorf(p+".network", "network %q does not exist (networks: %s)", in.Network, k.networkNames())
 		}
 	}
 
 	if !k.pos.has(p + ".mac") {
-		k.errorf(p+".mac", "missing; every interface needs the MAC address of the guest's NIC (e.g. mac: 52:54:00:12:34:56)")
+		k.missing(p+".mac", "missing; every interface needs the MAC address of the guest's NIC (e.g. mac: 52:54:00:12:34:56)")
 	} else if hw, ok := parseMAC(in.MAC); !ok {
 		k.errorf(p+".mac", "%q is not a MAC address (want six hex pairs separated by ':', e.g. 52:54:00:12:34:56)", in.MAC)
 	} else if hw[0]&1 != 0 {
@@ -430,12 +509,16 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 
 	if k.pos.has(p + ".tap") {
 		if prob := ifNameProblem(in.Tap); prob != "" {
-			k.errorf(p+".tap", "tap name %q %s; set tap: to a valid name (e.g. %s)", in.Tap, prob, DefaultTap(cut(vm.Name, 12), i))
+			example := "vnet0"
+			if validName(vm.Name) {
+				example = DefaultTap(vm.Name, i)
+			}
+			k.errorf(p+".tap", "tap name %q %s; set tap: to a valid name (e.g. %s)", in.Tap, prob, example)
 		}
 	} else if nameOK {
 		in.Tap = DefaultTap(vm.Name, i)
 	}
-	if !in.CreateTap {
+	if !in.CreateTap && !k.bad[p+".createTap"] {
 		if k.pos.has(p + ".queues") {
 			k.errorf(p+".queues", "queues needs createTap: true (kvmnet sets queues only on taps it creates; for an adopted tap, set queues where it is created)")
 		}
@@ -478,6 +561,15 @@ func (k *checker) networkNames() string {
 	}
 	if len(names) == 0 {
 		return "none are defined; add one under networks:"
+	}
+	return listNames(names)
+}
+
+// listNames joins names for a message, cut short when there are many.
+func listNames(names []string) string {
+	const most = 12
+	if len(names) > most {
+		return fmt.Sprintf("%s and %d more", strings.Join(names[:most], ", "), len(names)-most)
 	}
 	return strings.Join(names, ", ")
 }
@@ -568,7 +660,7 @@ func (k *checker) forward(i, j int) {
 
 	portsOK := false
 	if !k.pos.has(p + ".port") {
-		k.errorf(p+".port", "missing; a forward needs the host port (or range) to forward (e.g. port: 8080, or port: 5000-5010)")
+		k.missing(p+".port", "missing; a forward needs the host port (or range) to forward (e.g. port: 8080, or port: 5000-5010)")
 	} else if first, last, prob := parsePortRange(f.Port); prob != "" {
 		k.errorf(p+".port", "%q: %s", f.Port, prob)
 	} else {
@@ -625,7 +717,7 @@ func (k *checker) forwardTarget(i, j int, portsOK bool) {
 	f := &n.Forwards[j]
 	tp := fmt.Sprintf("%s.forwards[%d].to", netPath(i), j)
 	if !k.pos.has(tp) {
-		k.errorf(tp, "missing; a forward needs a target: a VM on network %q or an address in its subnet, with an optional port (e.g. to: web1:80)", n.Name)
+		k.missing(tp, "missing; a forward needs a target: a VM on network %q or an address in its subnet, with an optional port (e.g. to: web1:80)", n.Name)
 		return
 	}
 	host, port, hasPort := strings.Cut(f.To, ":")
@@ -652,7 +744,9 @@ func (k *checker) forwardTarget(i, j int, portsOK bool) {
 			return
 		}
 		if prob := k.vmOnNetwork(host, n.Name); prob != "" {
-			k.errorf(tp, "%q: %s", f.To, prob)
+			if !k.incomplete("vms") {
+				k.errorf(tp, "%q: %s", f.To, prob)
+			}
 			return
 		}
 		f.ToVM = host
@@ -694,7 +788,7 @@ func (k *checker) vmOnNetwork(name, net string) string {
 		if len(names) == 0 {
 			return fmt.Sprintf("VM %q does not exist (no VMs are defined; add it under vms:)", name)
 		}
-		return fmt.Sprintf("VM %q does not exist (VMs: %s)", name, strings.Join(names, ", "))
+		return fmt.Sprintf("VM %q does not exist (VMs: %s)", name, listNames(names))
 	}
 	var on []string
 	for _, in := range k.c.VMs[vi].Interfaces {
@@ -708,17 +802,19 @@ func (k *checker) vmOnNetwork(name, net string) string {
 	if len(on) == 0 {
 		return fmt.Sprintf("VM %q has no interface on network %q (it has no interfaces at all); add one with network: %s", name, net, net)
 	}
-	return fmt.Sprintf("VM %q has no interface on network %q (it is on: %s); forward from that network instead, or add an interface on %s", name, net, strings.Join(on, ", "), net)
+	return fmt.Sprintf("VM %q has no interface on network %q (it is on: %s); forward from that network instead, or add an interface on %s", name, net, listNames(on), net)
 }
 
 // forwardsTogether finds forwards that claim the same protocol and port on
-// the same listen address: within a network, and across networks that
-// leave through the same egress.
+// the same listen address (an empty one being every address): within a
+// network, and across networks that leave through the same egress. Each is
+// reported on the forward that comes later in the file.
 func (k *checker) forwardsTogether() {
 	type claim struct {
 		net, fwd int
+		f        *Forward
 	}
-	var claims []claim
+	groups := map[string][]claim{} // by egress and protocol
 	for i := range k.c.Networks {
 		n := &k.c.Networks[i]
 		if n.Mode != ModeNAT {
@@ -729,33 +825,56 @@ func (k *checker) forwardsTogether() {
 			if f.PortFirst == 0 || (f.Proto != "tcp" && f.Proto != "udp") {
 				continue
 			}
-			p := fmt.Sprintf("%s.forwards[%d]", netPath(i), j)
-			for _, c := range claims {
-				m := &k.c.Networks[c.net]
-				g := &m.Forwards[c.fwd]
-				if c.net != i && m.Egress != n.Egress {
-					continue
-				}
-				if g.Proto != f.Proto || !overlaps(uint32(f.PortFirst), uint32(f.PortLast), uint32(g.PortFirst), uint32(g.PortLast)) {
-					continue
-				}
-				if f.ListenAddr.IsValid() && g.ListenAddr.IsValid() && f.ListenAddr != g.ListenAddr {
-					continue
-				}
-				other := fmt.Sprintf("networks[%d].forwards[%d]", c.net, c.fwd)
-				if c.net != i {
-					other += fmt.Sprintf(" of network %q", m.Name)
-				}
-				listen := "every address"
-				if f.ListenAddr.IsValid() {
-					listen = f.ListenAddr.String()
-				} else if g.ListenAddr.IsValid() {
-					listen = g.ListenAddr.String()
-				}
-				k.errorf(p+".port", "%s port %q on %s is already forwarded by %s (%s, port %q); use another port, or listen: on different addresses", f.Proto, f.Port, listen, other, k.lineOf(other), g.Port)
-				break
-			}
-			claims = append(claims, claim{i, j})
+			key := n.Egress + "/" + f.Proto
+			groups[key] = append(groups[key], claim{i, j, f})
 		}
 	}
+	reported := map[[2]int]bool{}
+	for _, key := range slices.Sorted(maps.Keys(groups)) {
+		cs := groups[key]
+		// Sweep the claims in port order, comparing each only with those
+		// whose ports it can still overlap, so that thousands of forwards
+		// stay quick.
+		slices.SortStableFunc(cs, func(a, b claim) int { return cmp.Compare(a.f.PortFirst, b.f.PortFirst) })
+		var active []claim
+		for _, c := range cs {
+			active = slices.DeleteFunc(active, func(a claim) bool { return a.f.PortLast < c.f.PortFirst })
+			for _, a := range active {
+				if c.f.ListenAddr.IsValid() && a.f.ListenAddr.IsValid() && c.f.ListenAddr != a.f.ListenAddr {
+					continue
+				}
+				later, earlier := c, a
+				if a.net > c.net || (a.net == c.net && a.fwd > c.fwd) {
+					later, earlier = a, c
+				}
+				if reported[[2]int{later.net, later.fwd}] {
+					continue
+				}
+				reported[[2]int{later.net, later.fwd}] = true
+				k.forwardClash(later.net, later.fwd, earlier.net, earlier.fwd)
+			}
+			active = append(active, c)
+		}
+	}
+}
+
+// forwardClash reports that forward j of network i claims what forward ej
+// of network ei already does.
+func (k *checker) forwardClash(i, j, ei, ej int) {
+	f := &k.c.Networks[i].Forwards[j]
+	g := &k.c.Networks[ei].Forwards[ej]
+	other := fmt.Sprintf("networks[%d].forwards[%d]", ei, ej)
+	line := k.lineOf(other)
+	if ei != i {
+		other += fmt.Sprintf(" of network %q", k.c.Networks[ei].Name)
+	}
+	listen := "every address"
+	if f.ListenAddr.IsValid() {
+		listen = f.ListenAddr.String()
+	} else if g.ListenAddr.IsValid() {
+		listen = g.ListenAddr.String()
+	}
+	k.errorf(fmt.Sprintf("%s.forwards[%d].port", netPath(i), j),
+		"%s port %q on %s is already forwarded by %s (%s, port %q); use another port, or listen: on different addresses",
+		f.Proto, f.Port, listen, other, line, g.Port)
 }

@@ -16,6 +16,15 @@ type Options struct {
 	// Originals are the values sysctls had before kvmnet changed them; a
 	// sysctl no longer needed is put back to its original.
 	Originals map[string]string
+	// Claim names links an interrupted apply created but may not have
+	// marked (the journal): unmarked bridges and taps of these names are
+	// kvmnet's.
+	Claim map[string]bool
+}
+
+// claimed reports whether l is an unmarked link an interrupted apply made.
+func (o Options) claimed(l Link) bool {
+	return o.Claim[l.Name] && l.Alias == "" && (l.Kind == "bridge" || l.Kind == "tuntap")
 }
 
 // desiredPort is one VM interface resolved against the kernel.
@@ -78,6 +87,11 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				"network %q: egress %q is the network's own bridge; name the uplink interface instead", n.Name, egress))
 			continue
 		}
+		if l, ok := obs.Links[n.Bridge]; ok && opt.claimed(l) {
+			create = append(create, Action{Op: OpSetAlias, Link: n.Bridge, Alias: BridgeAlias(n.Name)})
+			l.Alias = BridgeAlias(n.Name)
+			obs.Links[n.Bridge] = l
+		}
 		if l, ok := obs.Links[n.Bridge]; ok && !IsOwnedBridge(l) {
 			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
 				"network %q: a link named %q exists and is not kvmnet's (kind %s, alias %q); set bridge: to another name or remove that link", n.Name, n.Bridge, l.Kind, l.Alias))
@@ -139,6 +153,11 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		case !exists:
 			p.Waiting = append(p.Waiting, name)
 		default:
+			if dp.create && opt.claimed(l) {
+				// A tap kvmnet created but could not mark (killed in
+				// between): claim it, so destroy removes it.
+				create = append(create, Action{Op: OpSetAlias, Link: name, Alias: TapAlias(dp.vm), PrevAlias: l.Alias})
+			}
 			if l.Master != dp.bridge {
 				enslave = append(enslave, Action{Op: OpSetMaster, Link: name, Master: dp.bridge, PrevMaster: l.Master})
 			}
@@ -155,7 +174,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			continue
 		}
 		switch {
-		case IsOwnedTap(l):
+		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
 			gone := l
 			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
@@ -166,7 +185,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
-		if IsOwnedBridge(l) && !wantBridges[name] {
+		if (IsOwnedBridge(l) || opt.claimed(l) && l.Kind == "bridge") && !wantBridges[name] {
 			gone := l
 			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
 		}

@@ -180,7 +180,7 @@ vms:
 func TestBuildErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, doc, want string
-		obs         func(*Observed)
+		obs             func(*Observed)
 	}{
 		{"egress missing", `
 networks:

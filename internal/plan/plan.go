@@ -77,6 +77,7 @@ const (
 	OpAddBridge Op = "add-bridge"
 	OpAddTap    Op = "add-tap"
 	OpSetMTU    Op = "set-mtu"
+	OpSetAlias  Op = "set-alias"
 	OpSetUp     Op = "set-up"
 	OpSetMaster Op = "set-master"
 	OpAddAddr   Op = "add-addr"
@@ -102,6 +103,8 @@ type Action struct {
 	// PrevMTU is the MTU before a set-mtu.
 	PrevMTU int
 	Up      bool
+	// PrevAlias is the alias before a set-alias.
+	PrevAlias string
 	// Master "" means nomaster.
 	Master, PrevMaster string
 	Addr               netip.Prefix
@@ -132,6 +135,8 @@ func (a Action) String() string {
 		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias)
 	case OpSetMTU:
 		return fmt.Sprintf("ip link set %s mtu %d", a.Link, a.MTU)
+	case OpSetAlias:
+		return fmt.Sprintf("ip link set %s alias %q", a.Link, a.Alias)
 	case OpSetUp:
 		if a.Up {
 			return fmt.Sprintf("ip link set %s up", a.Link)
@@ -195,7 +200,7 @@ func (p *Plan) Summary() string {
 		counts[a.Op]++
 	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink} {
+	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink} {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}

@@ -47,7 +47,7 @@ func (s *Store) AddEvent(ev Event) error {
 		if err := b.Put(u64(seq), v); err != nil {
 			return err
 		}
-		return trimOldest(b, seq, MaxEvents)
+		return trimOldest(b, seq, s.maxEvents)
 	})
 	if err != nil {
 		return fmt.Errorf("adding %q event: %w", ev.Kind, err)

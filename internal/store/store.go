@@ -59,6 +59,10 @@ func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 type Store struct {
 	db   *bolt.DB
 	path string
+
+	// maxRevisions and maxEvents are MaxRevisions and MaxEvents; tests
+	// lower them.
+	maxRevisions, maxEvents int
 }
 
 // Open opens (creating it and its parent directories, mode 0700, if needed)
@@ -91,7 +95,7 @@ func open(path string, timeout time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising state database %q: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db, path: path, maxRevisions: MaxRevisions, maxEvents: MaxEvents}, nil
 }
 
 // Path is the file the store was opened from.
@@ -175,10 +179,10 @@ func (s *Store) SaveDesired(doc []byte, note string) (uint64, error) {
 		if err := docs.Put(u64(rev), append([]byte(nil), doc...)); err != nil {
 			return err
 		}
-		if err := trimOldest(meta, rev, MaxRevisions); err != nil {
+		if err := trimOldest(meta, rev, s.maxRevisions); err != nil {
 			return err
 		}
-		return trimOldest(docs, rev, MaxRevisions)
+		return trimOldest(docs, rev, s.maxRevisions)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("saving desired state: %w", err)

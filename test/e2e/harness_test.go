@@ -21,6 +21,7 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/lab"
 	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
 )
 
 var kvmnetBin string
@@ -200,6 +201,13 @@ func (w *world) waitFor(what string, timeout time.Duration, cond func() bool) {
 // tools, to compare states before and after.
 func (w *world) dumps() map[string]string {
 	w.t.Helper()
+	// A fresh link's IPv6 link-local address adds a local route once
+	// duplicate address detection ends: wait for that, so that the dumps
+	// compare states, not timing.
+	w.waitFor("IPv6 DAD to settle", 10*time.Second, func() bool {
+		out, err := w.exec("host", "ip", "-6", "addr", "show", "tentative")
+		return err == nil && strings.TrimSpace(out) == ""
+	})
 	d := map[string]string{}
 	for name, args := range map[string][]string{
 		"nft":     {"nft", "list", "ruleset"},
@@ -208,7 +216,7 @@ func (w *world) dumps() map[string]string {
 		"route":   {"ip", "route", "show", "table", "all"},
 		"forward": {"sysctl", "net.ipv4.ip_forward"},
 	} {
-		d[name] = w.mustExec("host", args...)
+		d[name] = nstest.Normalize(w.mustExec("host", args...))
 	}
 	return d
 }

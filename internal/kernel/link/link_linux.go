@@ -179,8 +179,10 @@ func (h *Handle) DefaultRouteLink() (string, error) {
 	return l.Attrs().Name, nil
 }
 
-// AddBridge creates a bridge: `ip link add NAME type bridge`, with the alias
-// set in the same request so a crash can never leave an unmarked bridge.
+// AddBridge creates a bridge and marks it:
+// `ip link add NAME type bridge && ip link set NAME alias ALIAS`. The kernel
+// ignores IFLA_IFALIAS in a create request, so this takes two; callers
+// journal the name first so that a crash in between can be recognised.
 func (h *Handle) AddBridge(name string, mtu int, alias string) error {
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
 	if err := h.nl.LinkAdd(br); err != nil {
@@ -235,6 +237,8 @@ func (h *Handle) AddTap(name string, opt TapOptions, alias string) error {
 	for _, f := range tap.Fds {
 		f.Close()
 	}
+	// Taps are made by ioctl, so the alias comes in a second request; see
+	// AddBridge.
 	if alias != "" {
 		if err := h.SetAlias(name, alias); err != nil {
 			return errors.Join(err, h.Delete(name))

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvmnet/kvmnet/internal/daemon"
+)
+
+func newDaemonCmd(g *globals) *cobra.Command {
+	var resync time.Duration
+	var upstreams []string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Serve DHCP and DNS, adopt late taps, keep the kernel matching, serve the API",
+		Long: `The daemon applies the stored desired state at start (nothing changes when
+the kernel already matches), serves DHCP and DNS on every NAT network's
+bridge, adopts configured taps as soon as they appear, re-applies the desired
+state every --resync, and answers the CLI on its unix socket. Stopping it
+leaves the kernel as it is.`,
+		Example: `  kvmnet daemon
+  kvmnet --netns kvl-host daemon &`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			eng, host, err := g.openEngine()
+			if err != nil {
+				return err
+			}
+			defer host.Close()
+			defer eng.Store.Close()
+			return daemon.Run(ctx, daemon.Options{
+				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&resync, "resync", 30*time.Second, "period of the safety pass that re-applies the desired state")
+	cmd.Flags().StringSliceVar(&upstreams, "upstream", nil, "DNS upstream `ADDR` (repeatable; default: nameservers of /etc/resolv.conf)")
+	return cmd
+}

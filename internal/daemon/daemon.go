@@ -1,0 +1,333 @@
+// Package daemon is the long-lived part of kvmnet: it serves DHCP and DNS
+// for the applied NAT networks, adopts taps when they appear, re-applies the
+// desired state periodically, and serves the API on a unix socket.
+// Starting or stopping it never flushes or rebuilds anything that is right:
+// it only applies the plan, and the plan of a kernel that matches is empty.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/kvmnet/kvmnet/internal/api"
+	"github.com/kvmnet/kvmnet/internal/dhcp"
+	"github.com/kvmnet/kvmnet/internal/dns"
+	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/kernel/link"
+	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// dhcpServer is a running DHCP server and the bridge it is bound to.
+type dhcpServer struct {
+	*dhcp.Server
+	iface string
+}
+
+// dnsServer is a running DNS server and the address it listens on.
+type dnsServer struct {
+	*dns.Server
+	listen netip.Addr
+}
+
+// Options configure a daemon.
+type Options struct {
+	Engine *engine.Engine
+	// Socket is the unix socket of the API.
+	Socket string
+	// Resync is the period of the safety pass (default 30s).
+	Resync time.Duration
+	// Upstreams override the DNS forwarder's upstream resolvers
+	// (default: the nameservers of /etc/resolv.conf).
+	Upstreams []string
+	Log       *slog.Logger
+}
+
+// Daemon serves one namespace.
+type Daemon struct {
+	opt Options
+	log *slog.Logger
+
+	mu   sync.Mutex
+	cfg  *model.Config
+	dhcp map[string]*dhcpServer // by network
+	dns  map[string]*dnsServer  // by network
+	taps map[string]bool         // tap names of the desired state
+	kick chan struct{}
+}
+
+// Run serves until ctx is done.
+func Run(ctx context.Context, opt Options) error {
+	if opt.Resync == 0 {
+		opt.Resync = 30 * time.Second
+	}
+	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1)}
+	ln, err := api.Listen(opt.Socket)
+	if err != nil {
+		return err
+	}
+	// Adopt what an apply without daemon left: converge to the stored
+	// desired state (an empty plan when the kernel matches).
+	cfg, rev, err := opt.Engine.Desired()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	d.log.Info("starting", "socket", opt.Socket, "revision", rev, "networks", len(cfg.Networks))
+	d.converge(ctx, "start")
+	d.setConfig(cfg)
+
+	srv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("api server stopped", "err", err)
+		}
+	}()
+
+	done := make(chan struct{})
+	defer close(done)
+	events, err := link.Watch(done)
+	if err != nil {
+		d.log.Warn("not watching links; late taps are adopted by the periodic pass only", "err", err)
+	}
+	tick := time.NewTicker(opt.Resync)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping (the kernel state stays as it is)")
+			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			srv.Shutdown(shutdown)
+			cancel()
+			d.stopServices()
+			os.Remove(opt.Socket)
+			return nil
+		case name, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			d.mu.Lock()
+			wanted := d.taps[name]
+			d.mu.Unlock()
+			if wanted {
+				d.converge(ctx, "link "+name)
+			}
+		case <-d.kick:
+			d.converge(ctx, "services")
+		case <-tick.C:
+			d.converge(ctx, "periodic")
+		}
+	}
+}
+
+// converge re-applies the desired state and logs what it did.
+func (d *Daemon) converge(ctx context.Context, why string) {
+	p, err := d.opt.Engine.Converge(ctx)
+	if err != nil {
+		d.log.Error("reconcile failed", "trigger", why, "err", err)
+		return
+	}
+	if !p.Empty() {
+		d.log.Info("reconciled", "trigger", why, "actions", p.Summary())
+	}
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
+	if cfg != nil {
+		d.syncServices(cfg)
+	}
+}
+
+// Plan implements api.Backend.
+func (d *Daemon) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	return d.opt.Engine.Plan(ctx, cfg)
+}
+
+// Apply implements api.Backend: apply, then serve the new state.
+func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
+	p, err := d.opt.Engine.Apply(ctx, cfg, doc)
+	if err != nil {
+		return p, err
+	}
+	d.setConfig(cfg)
+	return p, nil
+}
+
+// Destroy implements api.Backend.
+func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
+	d.stopServices()
+	p, err := d.opt.Engine.Destroy(ctx)
+	if err != nil {
+		return p, err
+	}
+	d.setConfig(&model.Config{})
+	return p, nil
+}
+
+// Status implements api.Backend.
+func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
+	return d.opt.Engine.Status(ctx)
+}
+
+func (d *Daemon) setConfig(cfg *model.Config) {
+	d.mu.Lock()
+	d.cfg = cfg
+	d.taps = map[string]bool{}
+	for _, vm := range cfg.VMs {
+		for _, ifc := range vm.Interfaces {
+			d.taps[ifc.Tap] = true
+		}
+	}
+	d.mu.Unlock()
+	d.syncServices(cfg)
+}
+
+// syncServices starts, updates and stops the DHCP and DNS servers so that
+// every NAT network of cfg is served on its bridge, and nothing else.
+func (d *Daemon) syncServices(cfg *model.Config) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seen := map[string]bool{}
+	for i := range cfg.Networks {
+		n := &cfg.Networks[i]
+		if n.Mode != model.ModeNAT {
+			continue
+		}
+		seen[n.Name] = true
+		log := d.log.With("network", n.Name)
+		if n.DHCP.On() {
+			dc := dhcpConfig(cfg, n)
+			if s, ok := d.dhcp[n.Name]; ok && s.iface == dc.Interface {
+				if err := s.Update(dc); err != nil {
+					log.Error("updating dhcp server", "err", err)
+				}
+			} else {
+				if ok {
+					s.Close()
+					delete(d.dhcp, n.Name)
+				}
+				if s, err := dhcp.New(dc, d.opt.Engine.Store, log); err != nil {
+					log.Error("creating dhcp server", "err", err)
+				} else if err := s.Start(); err != nil {
+					log.Error("starting dhcp server (retrying at the next pass)", "err", err)
+				} else {
+					d.dhcp[n.Name] = &dhcpServer{s, dc.Interface}
+					log.Info("serving dhcp", "bridge", n.Bridge, "range", n.DHCP.Range)
+				}
+			}
+		} else if s, ok := d.dhcp[n.Name]; ok {
+			s.Close()
+			delete(d.dhcp, n.Name)
+		}
+		if n.DNS.On() {
+			dc := d.dnsConfig(cfg, n)
+			if s, ok := d.dns[n.Name]; ok && s.listen == dc.Listen {
+				if err := s.Update(dc); err != nil {
+					log.Error("updating dns server", "err", err)
+				}
+			} else {
+				if ok {
+					s.Close()
+					delete(d.dns, n.Name)
+				}
+				if s, err := dns.New(dc, log); err != nil {
+					log.Error("creating dns server", "err", err)
+				} else if err := s.Start(); err != nil {
+					log.Error("starting dns server (retrying at the next pass)", "err", err)
+				} else {
+					d.dns[n.Name] = &dnsServer{s, dc.Listen}
+					log.Info("serving dns", "listen", dc.Listen, "domain", dc.Domain)
+				}
+			}
+		} else if s, ok := d.dns[n.Name]; ok {
+			s.Close()
+			delete(d.dns, n.Name)
+		}
+	}
+	for name, s := range d.dhcp {
+		if !seen[name] {
+			s.Close()
+			delete(d.dhcp, name)
+		}
+	}
+	for name, s := range d.dns {
+		if !seen[name] {
+			s.Close()
+			delete(d.dns, name)
+		}
+	}
+}
+
+func (d *Daemon) stopServices() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, s := range d.dhcp {
+		s.Close()
+		delete(d.dhcp, name)
+	}
+	for name, s := range d.dns {
+		s.Close()
+		delete(d.dns, name)
+	}
+}
+
+func dhcpConfig(cfg *model.Config, n *model.Network) dhcp.Config {
+	dc := dhcp.Config{
+		Network: n.Name, Interface: n.Bridge, ServerIP: n.Gateway, Subnet: n.Subnet,
+		RangeStart: n.DHCP.RangeStart, RangeEnd: n.DHCP.RangeEnd, LeaseTime: n.DHCP.Lease.Duration,
+		Router: n.Gateway, MTU: n.MTU,
+	}
+	if n.DNS.On() {
+		dc.DNS = []netip.Addr{n.Gateway}
+		dc.Domain = n.DNS.Domain
+	}
+	for _, p := range cfg.Ports(n.Name) {
+		if p.Iface.IP.IsValid() {
+			dc.Reservations = append(dc.Reservations, dhcp.Reservation{MAC: p.Iface.HWAddr, IP: p.Iface.IP, Hostname: p.VM})
+		}
+	}
+	return dc
+}
+
+// dnsConfig serves NAME.DOMAIN for every guest of n with a reservation or
+// an active lease.
+func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
+	ports := cfg.Ports(n.Name)
+	network := n.Name
+	store := d.opt.Engine.Store
+	return dns.Config{
+		Network: n.Name, Listen: n.Gateway, Domain: n.DNS.Domain, Subnet: n.Subnet, Upstreams: d.opt.Upstreams,
+		Records: func() []dns.Record {
+			leases, _ := store.Leases(network)
+			now := time.Now()
+			byMAC := map[string]netip.Addr{}
+			for _, l := range leases {
+				if !l.Expired(now) {
+					byMAC[l.MAC] = l.IP
+				}
+			}
+			var recs []dns.Record
+			for _, p := range ports {
+				ip := p.Iface.IP
+				if !ip.IsValid() {
+					ip = byMAC[p.Iface.HWAddr]
+				}
+				if ip.IsValid() {
+					recs = append(recs, dns.Record{Name: p.VM, IP: ip})
+				}
+			}
+			return recs
+		},
+	}
+}
+
+// String for logs.
+func (d *Daemon) String() string { return fmt.Sprintf("daemon(%s)", d.opt.Socket) }
