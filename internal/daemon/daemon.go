@@ -59,7 +59,7 @@ type Daemon struct {
 	cfg  *model.Config
 	dhcp map[string]*dhcpServer // by network
 	dns  map[string]*dnsServer  // by network
-	taps map[string]bool         // tap names of the desired state
+	taps map[string]bool        // tap names of the desired state
 	kick chan struct{}
 }
 
