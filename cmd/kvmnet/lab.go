@@ -20,9 +20,9 @@ import (
 	"github.com/kvmnet/kvmnet/internal/model"
 )
 
-// labHost marks commands that run in the machine's own namespace even with
-// --netns: the lab makes namespaces, it does not live in one.
-var labHost = map[string]string{"netns": "host"}
+// labHost marks a command that runs in the machine's own namespace even with
+// --netns (see root.go): the lab makes namespaces, it does not live in one.
+func labHost() map[string]string { return map[string]string{"netns": "host"} }
 
 func newLabCmd(g *globals) *cobra.Command {
 	var prefix string
@@ -48,7 +48,7 @@ Nodes are named lan, inet, host or by their VM's name. The prefix (default
   kvmnet lab dhcp web1
   kvmnet lab exec web1 -- ping -c1 ` + lab.Internet + `
   kvmnet lab down`,
-		Annotations: labHost,
+		Annotations: labHost(),
 	}
 	cmd.PersistentFlags().StringVar(&prefix, "prefix", lab.DefaultPrefix, "lab `PREFIX`: letters, digits and '-', at most 10")
 	cmd.AddCommand(
@@ -84,7 +84,7 @@ and tears down what it made if a step fails.`,
   kvmnet lab up --prefix kvl2 -f other.yaml     # a second lab beside the first
   kvmnet lab up                                 # no VMs`,
 		Args:        cobra.NoArgs,
-		Annotations: labHost,
+		Annotations: labHost(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfg *model.Config
 			if file != "" {
@@ -180,7 +180,7 @@ directory. It also cleans up after a crash, and does nothing the second time.`,
 		Example: `  kvmnet lab down
   kvmnet lab down --prefix kvl2`,
 		Args:        cobra.NoArgs,
-		Annotations: labHost,
+		Annotations: labHost(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// By name, not from the lab's record: that also cleans up a
 			// lab whose `up` crashed halfway.
@@ -195,18 +195,19 @@ directory. It also cleans up after a crash, and does nothing the second time.`,
 
 func newLabExecCmd(prefix *string) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "exec NODE -- CMD [ARG...]",
+		Use:   "exec [--prefix P] NODE -- CMD [ARG...]",
 		Short: "Run a command in a node of the lab, as ip netns exec does",
 		Long: `Exec runs CMD inside NODE's namespace (lan, inet, host or a VM's name), with
 the node's own /etc/netns files bound over /etc: a VM resolves names
 through the DNS server its lease named. Standard input, output and error are
-the command's, and so is the exit status.`,
+the command's, and so is the exit status. Flags of kvmnet go before NODE;
+everything after NODE belongs to CMD.`,
 		Example: `  kvmnet lab exec web1 -- ping -c1 ` + lab.Internet + `
   kvmnet lab exec host -- nft list ruleset
   kvmnet lab exec inet -- iperf3 -s -1
   kvmnet lab exec web1 -- sh                  # a shell inside the VM`,
 		Args:        cobra.MinimumNArgs(1),
-		Annotations: labHost,
+		Annotations: labHost(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Flags stop at NODE, so both "web1 -- ping -c1 x" and
 			// "web1 ping -c1 x" work; drop the "--" of the first form.
@@ -251,7 +252,7 @@ the LAN's dnsmasq. It gives up after about five seconds without an answer.`,
 		Example: `  kvmnet lab dhcp web1
   kvmnet lab dhcp db1 --iface eth1 -o json`,
 		Args:        cobra.ExactArgs(1),
-		Annotations: labHost,
+		Annotations: labHost(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := labCheckOutput(output); err != nil {
 				return err
@@ -308,7 +309,7 @@ func newLabStatusCmd(prefix *string) *cobra.Command {
 		Example: `  kvmnet lab status
   kvmnet lab status --prefix kvl2 -o json`,
 		Args:        cobra.NoArgs,
-		Annotations: labHost,
+		Annotations: labHost(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := labCheckOutput(output); err != nil {
 				return err

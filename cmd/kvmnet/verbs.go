@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 func readFileFlag(file string) ([]byte, error) {
@@ -178,7 +179,10 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 	case "vms", "vm", "ports":
 		v = st.VMs
 	default:
-		v = st.Leases
+		v = struct {
+			Leases []store.Lease       `json:"leases"`
+			Pools  []engine.PoolStatus `json:"pools"`
+		}{st.Leases, st.Pools}
 	}
 	switch format {
 	case "json":
@@ -212,6 +216,20 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		row("NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES")
 		for _, l := range st.Leases {
 			row(l.Network, l.MAC, l.IP.String(), dash(l.Hostname), l.Expiry.UTC().Format("2006-01-02T15:04:05Z"))
+		}
+		tw.Flush()
+		if len(st.Pools) == 0 {
+			fmt.Fprintln(w, "\n(pool use is shown while the daemon runs)")
+		}
+		for i, p := range st.Pools {
+			if i == 0 {
+				fmt.Fprintln(w)
+			}
+			warn := ""
+			if p.Free == 0 {
+				warn = "  EXHAUSTED: new guests get no address; widen dhcp.range or shorten dhcp.lease"
+			}
+			fmt.Fprintf(w, "pool %s: %d addresses, %d used, %d free, %d reserved%s\n", p.Network, p.Size, p.Used, p.Free, p.Reserved, warn)
 		}
 	}
 	return nil

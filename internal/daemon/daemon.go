@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -172,9 +173,20 @@ func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
 	return p, nil
 }
 
-// Status implements api.Backend.
+// Status implements api.Backend, with the DHCP pools the daemon serves.
 func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
-	return d.opt.Engine.Status(ctx)
+	st, err := d.opt.Engine.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.dhcp {
+		p := s.Pool()
+		st.Pools = append(st.Pools, engine.PoolStatus{Network: p.Network, Size: p.Size, Used: p.Used, Free: p.Free, Reserved: p.Reserved})
+	}
+	sort.Slice(st.Pools, func(i, j int) bool { return st.Pools[i].Network < st.Pools[j].Network })
+	return st, nil
 }
 
 func (d *Daemon) setConfig(cfg *model.Config) {

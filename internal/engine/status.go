@@ -45,6 +45,17 @@ type Status struct {
 	Networks []NetworkStatus `json:"networks"`
 	VMs      []PortStatus    `json:"vms"`
 	Leases   []store.Lease   `json:"leases"`
+	// Pools is filled by the daemon, which runs the DHCP servers.
+	Pools []PoolStatus `json:"pools,omitempty"`
+}
+
+// PoolStatus is the use of one network's DHCP pool.
+type PoolStatus struct {
+	Network  string `json:"network"`
+	Size     int    `json:"size"`
+	Used     int    `json:"used"`
+	Free     int    `json:"free"`
+	Reserved int    `json:"reserved"`
 }
 
 // Status joins the desired state, a fresh observation and the leases.

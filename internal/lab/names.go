@@ -56,14 +56,16 @@ const (
 	HostUplink = "eth0"
 )
 
-// Interface names inside the router's namespace.
+// Names of the lab's own links: in the router, and the internet host's NIC.
 const (
-	lanBridge  = "lan0"  // the LAN itself
-	lanToInet  = "inet0" // veth to the internet host's eth0
-	lanToHost  = "host0" // veth to the KVM host's eth0, a port of lan0
-	inetNIC    = "eth0"
-	prefixBits = "/24"
+	lanBridge = "lan0"  // the LAN itself
+	lanToInet = "inet0" // veth to the internet host's eth0
+	lanToHost = "host0" // veth to the KVM host's eth0, a port of lan0
+	inetNIC   = "eth0"
 )
+
+// prefixBits is the length of both lab subnets, LANSubnet and InetSubnet.
+const prefixBits = "/24"
 
 // Where the lab keeps what it must find again.
 const (

@@ -25,11 +25,17 @@ const (
 type proc struct {
 	pid  int
 	fd   int
-	what string // for messages, e.g. "dnsmasq of lab kvl"
+	what string // for messages, e.g. "dnsmasq"
 }
 
+// errNotOurs is what an openProc check returns for a process that is no
+// longer the lab's (its pid was reused, or it left the namespace): it is
+// left alone, and that is no error.
+var errNotOurs = errors.New("not a process of the lab")
+
 // openProc takes hold of pid, then runs check on /proc/PID. It returns
-// ok=false, without error, when the process is already gone.
+// ok=false, without error, when the process is already gone or the check
+// finds it is not the lab's.
 func openProc(pid int, what string, check func(pid int) error) (p proc, ok bool, err error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
@@ -41,8 +47,8 @@ func openProc(pid int, what string, check func(pid int) error) (p proc, ok bool,
 	p = proc{pid: pid, fd: fd, what: what}
 	if err := check(pid); err != nil {
 		unix.Close(fd)
-		if errors.Is(err, os.ErrNotExist) {
-			return proc{}, false, nil // exited between the two steps
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, errNotOurs) {
+			return proc{}, false, nil // exited between the two steps, or not ours
 		}
 		return proc{}, false, err
 	}
@@ -67,7 +73,7 @@ func cmdlineContains(s string) func(pid int) error {
 		}
 		if !bytes.Contains(b, []byte(s)) {
 			cmd := strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
-			return fmt.Errorf("process %d runs %q, not a process of the lab (its arguments lack %s); leaving it alone", pid, cmd, s)
+			return fmt.Errorf("process %d runs %q, whose arguments lack %s: %w", pid, cmd, s, errNotOurs)
 		}
 		return nil
 	}
@@ -124,7 +130,7 @@ func inNetnsID(id nsID, ns string) func(pid int) error {
 			return fmt.Errorf("reading network namespace of process %d: %w", pid, err)
 		}
 		if got != id {
-			return fmt.Errorf("process %d left namespace %q; leaving it alone", pid, ns)
+			return fmt.Errorf("process %d left namespace %q: %w", pid, ns, errNotOurs)
 		}
 		return nil
 	}

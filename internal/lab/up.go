@@ -37,6 +37,9 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := checkConfig(o.Config); err != nil {
 		return nil, fmt.Errorf("building lab %q: %w", prefix, err)
 	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("building lab %q: needs root, to create network namespaces (try sudo)", prefix)
+	}
 	for _, tool := range []string{"ip", "sysctl", "dnsmasq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("building lab %q: %s is missing (on Debian: apt-get install iproute2 procps dnsmasq-base)", prefix, tool)

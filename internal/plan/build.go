@@ -101,6 +101,13 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias))
 			continue
 		}
+		// Fields the model accepts but this version cannot enforce are
+		// refused rather than silently ignored.
+		if len(n.Forwards) > 0 {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].forwards", i),
+				"network %q: port forwards cannot be applied by this version of kvmnet; remove forwards:", n.Name))
+			continue
+		}
 		wantBridges[n.Bridge] = true
 		gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
 		l, exists := obs.Links[n.Bridge]
@@ -126,6 +133,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			}
 		}
 		for _, port := range cfg.Ports(n.Name) {
+			if err := unsupportedPortSettings(cfg, port); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 			wantPorts[port.Iface.Tap] = desiredPort{
 				tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
 				spec: TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
@@ -211,6 +222,29 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		p.Actions = append(p.Actions, group...)
 	}
 	return p, nil
+}
+
+// unsupportedPortSettings refuses per-port settings this version cannot
+// enforce, naming where they are.
+func unsupportedPortSettings(cfg *model.Config, p model.Port) error {
+	path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
+	sec, qos := p.Iface.Security, p.Iface.QoS
+	switch {
+	case qos.Egress != "" || qos.Ingress != "":
+		return cfg.Errorf(path+".qos", "vm %q: qos cannot be applied by this version of kvmnet; remove qos:", p.VM)
+	case sec.Isolated || sec.MaxConnections != 0 || sec.BroadcastLimit != "":
+		return cfg.Errorf(path+".security", "vm %q: security settings other than spoofguard cannot be applied by this version of kvmnet; remove them", p.VM)
+	}
+	return nil
+}
+
+func vmIndex(cfg *model.Config, name string) int {
+	for i, vm := range cfg.VMs {
+		if vm.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // nftChange diffs the kernel's table against the desired elements.

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The lab demo (`make demo`): two NAT networks on a KVM host that lives in
+# network namespaces, with real clients. Nothing touches this machine's own
+# network; everything is torn down at the end, also on Ctrl-C or failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+K=./bin/kvmnet
+P=${PREFIX:-demo}
+HOST=$P-host
+STATE=$(mktemp -d /tmp/kvmnet-demo.XXXXXX)
+KH=("$K" --netns "$HOST" --state-dir "$STATE")
+DPID=""
+SPID=""
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+
+cleanup() {
+	set +e
+	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
+	[ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+	"$K" lab down --prefix "$P" >/dev/null
+	rm -rf "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$K" lab down --prefix "$P" >/dev/null 2>&1 || true # leftovers of a crashed run
+
+step "1. The lab: a LAN (router, DHCP and DNS by dnsmasq), an internet host, the KVM host, one namespace per VM"
+run "$K" lab up -f examples/lab.yaml --prefix "$P"
+
+step "2. What kvmnet would change on the KVM host"
+run "${KH[@]}" plan -f examples/lab.yaml
+
+step "3. Apply it (one atomic step), then apply again: nothing to do"
+run "${KH[@]}" apply -f examples/lab.yaml
+run "${KH[@]}" apply -f examples/lab.yaml
+
+step "4. Start the daemon: DHCP and DNS on each NAT bridge"
+printf '\033[2m$ %s daemon &\033[0m\n' "${KH[*]}"
+"${KH[@]}" daemon >"$STATE/daemon.log" 2>&1 &
+DPID=$!
+for _ in $(seq 100); do
+	"${KH[@]}" get networks >/dev/null 2>&1 && [ -S "$STATE/kvmnet.sock" ] && break
+	kill -0 "$DPID" 2>/dev/null || { cat "$STATE/daemon.log"; exit 1; }
+	sleep 0.1
+done
+run "${KH[@]}" get networks
+
+step "5. Guests ask for leases with udhcpc: web1 has a reservation, db1 and t1 take pool addresses"
+run "$K" lab dhcp --prefix "$P" web1
+run "$K" lab dhcp --prefix "$P" db1
+run "$K" lab dhcp --prefix "$P" t1
+
+step "6. Guests resolve each other by name, and upstream names, through their gateway"
+run "$K" lab exec --prefix "$P" web1 -- dig +short db1.dev.kvm
+run "$K" lab exec --prefix "$P" db1 -- dig +short -x 192.168.100.10
+run "$K" lab exec --prefix "$P" web1 -- dig +short internet.lab
+
+step "7. Out through NAT: the internet host sees the KVM host's uplink address (172.30.0.2)"
+"$K" lab exec --prefix "$P" inet -- socat TCP-LISTEN:8000,reuseaddr,fork 'SYSTEM:echo internet host sees you as $SOCAT_PEERADDR' &
+SPID=$!
+for _ in $(seq 50); do "$K" lab exec --prefix "$P" inet -- ss -ltn | grep -q ':8000' && break; sleep 0.1; done
+run "$K" lab exec --prefix "$P" web1 -- ping -c2 -W2 203.0.113.10
+run "$K" lab exec --prefix "$P" web1 -- nc -w2 203.0.113.10 8000
+
+step "8. Nothing gets in: the internet host cannot reach a guest, and guests of 'test' cannot reach 'dev'"
+# Give the LAN a route to the NAT subnet, so only kvmnet's firewall is in the way.
+"$K" lab exec --prefix "$P" lan -- ip route replace 192.168.100.0/24 via 172.30.0.2
+run "$K" lab exec --prefix "$P" inet -- ping -c1 -W1 192.168.100.10 && exit 1 || echo "  -> refused, as it should be"
+run "$K" lab exec --prefix "$P" t1 -- ping -c1 -W1 192.168.100.10 && exit 1 || echo "  -> refused, as it should be"
+run "$K" lab exec --prefix "$P" host -- nft list chain inet kvmnet forward
+
+step "9. What kvmnet shows"
+run "${KH[@]}" get vms
+run "${KH[@]}" get leases
+
+step "10. Destroy: everything kvmnet made is gone, ip_forward is back"
+kill "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=""
+run "${KH[@]}" destroy
+run "$K" lab exec --prefix "$P" host -- nft list ruleset
+run "$K" lab exec --prefix "$P" host -- sysctl net.ipv4.ip_forward
+
+step "Done. The lab is torn down on exit."
