@@ -19,8 +19,12 @@ type Kernel interface {
 	AddBridge(name string, mtu int, alias string) error
 	AddTap(name string, spec plan.TapSpec, alias string) error
 	DeleteLink(name string) error
+	// DeleteLinks deletes many links at once (concurrently), returning one
+	// error per name.
+	DeleteLinks(names []string) []error
 	SetMaster(name, master string) error
 	SetMTU(name string, mtu int) error
+	SetHWAddr(name, mac string) error
 	SetAlias(name, alias string) error
 	SetUp(name string, up bool) error
 	AddAddr(name string, p netip.Prefix) error
@@ -64,9 +68,38 @@ func (e *Error) Unwrap() error { return e.Err }
 // done, in reverse, and returns an *Error.
 func Apply(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.Logger) error {
 	var undo []func() error
-	for _, a := range p.Actions {
+	for i := 0; i < len(p.Actions); i++ {
+		a := p.Actions[i]
 		if err := ctx.Err(); err != nil {
 			return rollback(a, err, undo, log)
+		}
+		if a.Op == plan.OpDelLink {
+			// Deletions come last and do not depend on each other: run a
+			// whole run of them at once (see link.DeleteAll for why).
+			j := i
+			for j < len(p.Actions) && p.Actions[j].Op == plan.OpDelLink {
+				j++
+			}
+			batch := p.Actions[i:j]
+			names := make([]string, len(batch))
+			for n, b := range batch {
+				names[n] = b.Link
+			}
+			var failed *plan.Action
+			var cause error
+			for n, err := range k.DeleteLinks(names) {
+				if err == nil {
+					gone := batch[n].Gone
+					undo = append(undo, func() error { return recreate(k, gone) })
+				} else if failed == nil {
+					failed, cause = &batch[n], err
+				}
+			}
+			if failed != nil {
+				return rollback(*failed, cause, undo, log)
+			}
+			i = j - 1
+			continue
 		}
 		u, err := do(ctx, k, a, hooks)
 		if err != nil {
@@ -151,6 +184,13 @@ func recreate(k Kernel, l *plan.Link) error {
 		return err
 	}
 	var errs []error
+	if l.Kind != "bridge" && l.HWAddr != "" {
+		// A bridge takes its ports' address; a tap keeps the one it had.
+		errs = append(errs, k.SetHWAddr(l.Name, l.HWAddr))
+	}
+	if l.MTU != 0 && l.Kind != "bridge" {
+		errs = append(errs, k.SetMTU(l.Name, l.MTU))
+	}
 	for _, p := range l.Addrs {
 		errs = append(errs, k.AddAddr(l.Name, p))
 	}

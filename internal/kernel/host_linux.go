@@ -87,8 +87,14 @@ func (h *Host) AddTap(name string, spec plan.TapSpec, alias string) error {
 // DeleteLink implements apply.Kernel.
 func (h *Host) DeleteLink(name string) error { return h.Link.Delete(name) }
 
+// DeleteLinks implements apply.Kernel.
+func (h *Host) DeleteLinks(names []string) []error { return h.Link.DeleteAll(names) }
+
 // SetMaster implements apply.Kernel.
 func (h *Host) SetMaster(name, master string) error { return h.Link.SetMaster(name, master) }
+
+// SetHWAddr implements apply.Kernel.
+func (h *Host) SetHWAddr(name, mac string) error { return h.Link.SetHWAddr(name, mac) }
 
 // SetMTU implements apply.Kernel.
 func (h *Host) SetMTU(name string, mtu int) error { return h.Link.SetMTU(name, mtu) }

@@ -1,8 +1,12 @@
 package nstest
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
+	"sort"
+	"strings"
 	"testing"
 )
 
@@ -44,4 +48,56 @@ func Dump(t testing.TB, ns string) string {
 		s += fmt.Sprintf("## %v\n%s", args, Run(t, ns, args...))
 	}
 	return Normalize(s)
+}
+
+// SemanticDump is the state of ns as it matters to traffic, without what a
+// recreated link cannot keep (its ifindex, a bridge's random MAC, IPv6
+// link-local addresses, carrier state): links with kind, master, alias,
+// MTU and admin state; global addresses; routes other than link-local;
+// the nftables ruleset; ip_forward. Undoing a deletion recreates the link,
+// so rollback tests across deletions compare this.
+func SemanticDump(t testing.TB, ns string) string {
+	t.Helper()
+	var links []struct {
+		Ifname   string   `json:"ifname"`
+		Master   string   `json:"master"`
+		Ifalias  string   `json:"ifalias"`
+		MTU      int      `json:"mtu"`
+		Flags    []string `json:"flags"`
+		Address  string   `json:"address"`
+		Linkinfo struct {
+			InfoKind string `json:"info_kind"`
+		} `json:"linkinfo"`
+		AddrInfo []struct {
+			Local     string `json:"local"`
+			Prefixlen int    `json:"prefixlen"`
+			Scope     string `json:"scope"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(Run(t, ns, "ip", "-j", "-d", "addr", "show")), &links); err != nil {
+		t.Fatalf("parsing ip -j addr: %v", err)
+	}
+	var lines []string
+	for _, l := range links {
+		up := slices.Contains(l.Flags, "UP")
+		mac := l.Address
+		if l.Linkinfo.InfoKind == "bridge" {
+			mac = "(bridge)"
+		}
+		line := fmt.Sprintf("link %s kind=%s master=%s alias=%q mtu=%d up=%t mac=%s", l.Ifname, l.Linkinfo.InfoKind, l.Master, l.Ifalias, l.MTU, up, mac)
+		for _, a := range l.AddrInfo {
+			if a.Scope == "global" || a.Scope == "host" {
+				line += fmt.Sprintf(" %s/%d", a.Local, a.Prefixlen)
+			}
+		}
+		lines = append(lines, line)
+	}
+	for _, r := range strings.Split(Run(t, ns, "ip", "route", "show", "table", "all"), "\n") {
+		if r == "" || strings.Contains(r, "fe80::") || strings.HasPrefix(r, "multicast ff00::") {
+			continue
+		}
+		lines = append(lines, "route "+strings.ReplaceAll(r, " linkdown", ""))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n") + "\n## nft\n" + Run(t, ns, "nft", "list", "ruleset") + Run(t, ns, "sysctl", "net.ipv4.ip_forward")
 }
