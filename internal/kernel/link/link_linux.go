@@ -204,9 +204,25 @@ func (h *Handle) DefaultRouteLink() (string, error) {
 // ignores IFLA_IFALIAS in a create request, so this takes two; callers
 // journal the name first so that a crash in between can be recognised.
 func (h *Handle) AddBridge(name string, mtu int, alias string) error {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu}}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
 	if err := h.nl.LinkAdd(br); err != nil {
 		return fmt.Errorf("creating bridge %q: %w", name, err)
+	}
+	// A bridge keeps its MTU when ports with another MTU join only if the
+	// MTU was changed after creation (BROPT_MTU_SET_BY_USER); an MTU given
+	// at creation, or set to the value it already has, follows the smallest
+	// port. So change it, through another value if need be.
+	if mtu != 0 {
+		var err error
+		if mtu == defaultBridgeMTU {
+			err = h.SetMTU(name, mtu-1)
+		}
+		if err == nil {
+			err = h.SetMTU(name, mtu)
+		}
+		if err != nil {
+			return errors.Join(err, h.Delete(name))
+		}
 	}
 	if alias != "" {
 		if err := h.SetAlias(name, alias); err != nil {
@@ -315,6 +331,9 @@ func (h *Handle) Delete(name string) error {
 	}
 	return nil
 }
+
+// defaultBridgeMTU is the MTU of a new bridge without ports.
+const defaultBridgeMTU = 1500
 
 // deleteWorkers bounds concurrent deletions. Unregistering a device waits
 // for an RCU grace period after the rtnl lock is released, so deletions in
@@ -479,7 +498,8 @@ func broadcast(p netip.Prefix) net.IP {
 	b := p.Masked().Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
 	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
+	// 4 bytes: the kernel ignores a 16-byte IFA_BROADCAST.
+	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).To4()
 }
 
 // Watch reports the names of links that appear or change (RTM_NEWLINK)
