@@ -1,0 +1,47 @@
+package nft
+
+import (
+	"os"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// TestParseTable reads a real `nft -j list table inet kvmnet` (nft 1.0.6)
+// taken after applying examples/lab.yaml.
+func TestParseTable(t *testing.T) {
+	data, err := os.ReadFile("testdata/lab-table.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseTable(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := plan.TableState{
+		Exists:  true,
+		Comment: "kvmnet ruleset e1c8fb77242a", // as in the fixture
+		Chains: map[string][]string{
+			"input":       {"guest-dhcp", "guest-dns", "guest-established", "guest-icmp", "guest-icmpv6", "guest-to-host-drop"},
+			"forward":     {"established", "same-network", "between-networks-drop", "nat-egress", "into-nat-drop", "nat-elsewhere-drop"},
+			"postrouting": {"masquerade"},
+		},
+		Sets: plan.Elements{
+			"nat_ifs":  {"kv-dev", "kv-test"},
+			"nat_same": {"kv-dev . kv-dev", "kv-test . kv-test"},
+			"nat_out":  {"kv-dev . eth0", "kv-test . eth0"},
+			"masq":     {"192.168.100.0/24 . eth0", "192.168.200.0/24 . eth0"},
+		},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
+func TestParseTableRejectsGarbage(t *testing.T) {
+	if _, err := ParseTable([]byte("not json")); err == nil {
+		t.Error("garbage parsed")
+	}
+}
