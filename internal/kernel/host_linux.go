@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime"
 
 	"github.com/vishvananda/netns"
 
@@ -16,29 +17,62 @@ import (
 )
 
 // Host is the kernel of the namespace kvmnet runs in.
+//
+// Netlink sockets are bound to that namespace, but three things act in the
+// namespace of the calling thread instead: the nft binary (a child process
+// inherits it), /proc/sys/net, and the tun ioctl. Host checks the thread
+// before each of them and refuses to act elsewhere: a goroutine that is not
+// in the namespace (a test's subtest, say) must never change the machine's
+// own network.
 type Host struct {
 	Link   *link.Handle
 	NFT    *nft.NFT
 	Sysctl *sysctl.Sysctl
+	ns     netns.NsHandle
 }
 
 // Open opens the backends in the calling thread's network namespace (the
 // CLI re-executes itself inside --netns before it gets here).
 func Open() (*Host, error) {
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("opening network namespace handle: %w", err)
+	}
 	l, err := link.New(netns.None())
 	if err != nil {
+		ns.Close()
 		return nil, err
 	}
 	n, err := nft.New()
 	if err != nil {
 		l.Close()
+		ns.Close()
 		return nil, err
 	}
-	return &Host{Link: l, NFT: n, Sysctl: sysctl.New()}, nil
+	return &Host{Link: l, NFT: n, Sysctl: sysctl.New(), ns: ns}, nil
 }
 
 // Close releases the netlink socket.
-func (h *Host) Close() { h.Link.Close() }
+func (h *Host) Close() {
+	h.Link.Close()
+	h.ns.Close()
+}
+
+// inNS runs fn on a thread that is in the host's namespace, or refuses.
+func (h *Host) inNS(what string, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	same := cur.Equal(h.ns)
+	cur.Close()
+	if !same {
+		return fmt.Errorf("%s: refused, the calling thread is not in the network namespace kvmnet was opened in", what)
+	}
+	return fn()
+}
 
 // ObservedSysctls are the sysctls the planner reads.
 var ObservedSysctls = []string{plan.SysctlIPForward}
@@ -60,15 +94,22 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
-	if obs.Table, err = h.NFT.Observe(ctx); err != nil {
-		return nil, err
-	}
-	for _, k := range ObservedSysctls {
-		v, err := h.Sysctl.Get(k)
-		if err != nil {
-			return nil, err
+	err = h.inNS("observing nftables and sysctls", func() error {
+		var err error
+		if obs.Table, err = h.NFT.Observe(ctx); err != nil {
+			return err
 		}
-		obs.Sysctls[k] = v
+		for _, k := range ObservedSysctls {
+			v, err := h.Sysctl.Get(k)
+			if err != nil {
+				return err
+			}
+			obs.Sysctls[k] = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return obs, nil
 }
@@ -81,7 +122,9 @@ func (h *Host) AddBridge(name string, mtu int, alias string) error {
 // AddTap implements apply.Kernel. Taps get vnet_hdr so qemu can use
 // virtio-net offloads.
 func (h *Host) AddTap(name string, spec plan.TapSpec, alias string) error {
-	return h.Link.AddTap(name, link.TapOptions{Queues: spec.Queues, Owner: spec.Owner, VnetHdr: true}, alias)
+	return h.inNS("creating tap "+name, func() error {
+		return h.Link.AddTap(name, link.TapOptions{Queues: spec.Queues, Owner: spec.Owner, VnetHdr: true}, alias)
+	})
 }
 
 // DeleteLink implements apply.Kernel.
@@ -116,14 +159,24 @@ func (h *Host) SetSysctl(key, value string) error {
 	if value == "" {
 		return fmt.Errorf("setting sysctl %s: no value to set", key)
 	}
-	return h.Sysctl.Set(key, value)
+	return h.inNS("setting sysctl "+key, func() error { return h.Sysctl.Set(key, value) })
 }
 
 // NftApply implements apply.Kernel.
-func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error { return h.NFT.Apply(ctx, ch) }
+func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error {
+	return h.inNS("updating nftables", func() error { return h.NFT.Apply(ctx, ch) })
+}
 
 // NftSnapshot implements apply.Kernel.
-func (h *Host) NftSnapshot(ctx context.Context) (string, error) { return h.NFT.Snapshot(ctx) }
+func (h *Host) NftSnapshot(ctx context.Context) (snap string, err error) {
+	err = h.inNS("saving nftables table", func() error {
+		snap, err = h.NFT.Snapshot(ctx)
+		return err
+	})
+	return snap, err
+}
 
 // NftRestore implements apply.Kernel.
-func (h *Host) NftRestore(ctx context.Context, s string) error { return h.NFT.Restore(ctx, s) }
+func (h *Host) NftRestore(ctx context.Context, s string) error {
+	return h.inNS("restoring nftables table", func() error { return h.NFT.Restore(ctx, s) })
+}

@@ -200,26 +200,34 @@ func (b *builder) addNamespaces(ctx context.Context) error {
 		if err := b.ip(ctx, "-n", ns, "link", "set", "lo", "up"); err != nil {
 			return err
 		}
+		// A new namespace copies IPv4 settings, forwarding included, from
+		// the machine's (net.core.devconf_inherit_init_net=0, the
+		// default). Set it for every node, so the lab behaves the same on
+		// every machine: only the router forwards until kvmnet turns it on
+		// in the host.
+		forward := "0"
+		if node == NodeLAN {
+			forward = "1"
+		}
+		if _, err := run(ctx, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward="+forward); err != nil {
+			return err
+		}
 	}
 	b.log.Debug("namespaces created", "namespaces", b.st.Namespaces)
 	return nil
 }
 
-// buildRouter makes the LAN: bridge lan0 with the router's address, and
-// forwarding between the LAN and the internet host. There is deliberately
-// no NAT, so the internet host sees the LAN's (and, through kvmnet's
-// masquerade, the host's) source addresses.
+// buildRouter makes the LAN: bridge lan0 with the router's address. The
+// router forwards (see addNamespaces) between the LAN and the internet
+// host, deliberately without NAT, so the internet host sees the LAN's (and,
+// through kvmnet's masquerade, the host's) source addresses.
 func (b *builder) buildRouter(ctx context.Context) error {
 	lan := b.ns(NodeLAN)
-	if err := b.ips(ctx,
+	return b.ips(ctx,
 		[]string{"-n", lan, "link", "add", lanBridge, "type", "bridge"},
 		[]string{"-n", lan, "addr", "add", RouterLAN + prefixBits, "dev", lanBridge},
 		[]string{"-n", lan, "link", "set", lanBridge, "up"},
-	); err != nil {
-		return err
-	}
-	_, err := run(ctx, "ip", "netns", "exec", lan, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	return err
+	)
 }
 
 func (b *builder) buildInternet(ctx context.Context) error {
@@ -236,8 +244,9 @@ func (b *builder) buildInternet(ctx context.Context) error {
 	)
 }
 
-// buildHost plugs the KVM host into the LAN. Forwarding stays off here:
-// turning it on is kvmnet's job, and tests check that it does.
+// buildHost plugs the KVM host into the LAN. Forwarding stays off here
+// (see addNamespaces): turning it on is kvmnet's job, and tests check that
+// it does.
 func (b *builder) buildHost(ctx context.Context) error {
 	lan, host := b.ns(NodeLAN), b.ns(NodeHost)
 	return b.ips(ctx,
