@@ -21,6 +21,7 @@ type backend interface {
 	Apply(ctx context.Context, file string, doc []byte) (*api.PlanResult, error)
 	Destroy(ctx context.Context) (*api.PlanResult, error)
 	Status(ctx context.Context) (*engine.Status, error)
+	Desired(ctx context.Context) (file string, doc []byte, err error)
 	Close()
 }
 
@@ -67,6 +68,8 @@ func (l *local) Destroy(ctx context.Context) (*api.PlanResult, error) {
 }
 
 func (l *local) Status(ctx context.Context) (*engine.Status, error) { return l.eng.Status(ctx) }
+
+func (l *local) Desired(context.Context) (string, []byte, error) { return l.eng.DesiredDoc() }
 
 func (l *local) Close() {
 	l.eng.Store.Close()

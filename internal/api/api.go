@@ -72,6 +72,7 @@ type Backend interface {
 	Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error)
 	Destroy(ctx context.Context) (*plan.Plan, error)
 	Status(ctx context.Context) (*engine.Status, error)
+	DesiredDoc() (file string, doc []byte, err error)
 }
 
 // endpoint is one route of the API.
@@ -110,6 +111,10 @@ var endpoints = []endpoint{
 	}},
 	{"GET", "/v1/status", func(b Backend, r *http.Request) (any, error) {
 		return b.Status(r.Context())
+	}},
+	{"GET", "/v1/desired", func(b Backend, r *http.Request) (any, error) {
+		file, doc, err := b.DesiredDoc()
+		return FileRequest{File: file, Doc: doc}, err
 	}},
 	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
 		return map[string]int{"pid": os.Getpid()}, nil

@@ -93,3 +93,10 @@ func (c *Client) Status(ctx context.Context) (*engine.Status, error) {
 	var s engine.Status
 	return &s, c.do(ctx, "GET", "/v1/status", nil, &s)
 }
+
+// Desired fetches the stored desired state as the user wrote it.
+func (c *Client) Desired(ctx context.Context) (string, []byte, error) {
+	var r FileRequest
+	err := c.do(ctx, "GET", "/v1/desired", nil, &r)
+	return r.File, r.Doc, err
+}

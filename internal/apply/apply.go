@@ -30,6 +30,7 @@ type Kernel interface {
 	AddAddr(name string, p netip.Prefix) error
 	DelAddr(name string, p netip.Prefix) error
 	SetSysctl(key, value string) error
+	DeleteFlows(flows []plan.Flow) (int, error)
 	NftApply(ctx context.Context, ch *plan.NftChange) error
 	NftSnapshot(ctx context.Context) (string, error)
 	NftRestore(ctx context.Context, snapshot string) error
@@ -168,6 +169,10 @@ func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error
 		return func() error { return k.NftRestore(context.Background(), snap) }, k.NftApply(ctx, a.Nft)
 	case plan.OpDelLink:
 		return func() error { return recreate(k, a.Gone) }, k.DeleteLink(a.Link)
+	case plan.OpCtDelete:
+		// Cut connections cannot be restored; this step comes last.
+		_, err := k.DeleteFlows(a.Flows)
+		return nil, err
 	}
 	return nil, fmt.Errorf("unknown action %q", a.Op)
 }

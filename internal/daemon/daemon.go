@@ -173,6 +173,9 @@ func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
 	return p, nil
 }
 
+// DesiredDoc implements api.Backend.
+func (d *Daemon) DesiredDoc() (string, []byte, error) { return d.opt.Engine.DesiredDoc() }
+
 // Status implements api.Backend, with the DHCP pools the daemon serves.
 func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
 	st, err := d.opt.Engine.Status(ctx)

@@ -38,6 +38,25 @@ type Engine struct {
 	mu sync.Mutex
 }
 
+// DesiredDoc returns the stored desired state as the user wrote it, with
+// the name it was applied from.
+func (e *Engine) DesiredDoc() (file string, doc []byte, err error) {
+	doc, rev, err := e.Store.Desired()
+	if err != nil || rev == 0 {
+		return "", nil, err
+	}
+	revs, err := e.Store.Revisions()
+	if err != nil {
+		return "", nil, err
+	}
+	for _, r := range revs {
+		if r.Rev == rev {
+			file = r.Note
+		}
+	}
+	return file, doc, nil
+}
+
 // Desired returns the stored desired state; an empty Config when none.
 func (e *Engine) Desired() (*model.Config, uint64, error) {
 	doc, rev, err := e.Store.Desired()

@@ -10,8 +10,10 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
+	"github.com/kvmnet/kvmnet/internal/kernel/sockets"
 	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
@@ -94,9 +96,12 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
-	err = h.inNS("observing nftables and sysctls", func() error {
+	if obs.Table, err = nft.ObserveNetlink(int(h.ns)); err != nil {
+		return nil, err
+	}
+	err = h.inNS("observing sockets and sysctls", func() error {
 		var err error
-		if obs.Table, err = h.NFT.Observe(ctx); err != nil {
+		if obs.Listeners, err = sockets.List(); err != nil {
 			return err
 		}
 		for _, k := range ObservedSysctls {
@@ -160,6 +165,15 @@ func (h *Host) SetSysctl(key, value string) error {
 		return fmt.Errorf("setting sysctl %s: no value to set", key)
 	}
 	return h.inNS("setting sysctl "+key, func() error { return h.Sysctl.Set(key, value) })
+}
+
+// DeleteFlows implements apply.Kernel.
+func (h *Host) DeleteFlows(flows []plan.Flow) (n int, err error) {
+	err = h.inNS("deleting connections", func() error {
+		n, err = ct.DeleteFlows(flows)
+		return err
+	})
+	return n, err
 }
 
 // NftApply implements apply.Kernel.

@@ -62,6 +62,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	wantBridges := map[string]bool{}
 	wantPorts := map[string]desiredPort{}
 	elems := Elements{}
+	classes := map[RateClass]bool{}
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		if n.Mode == model.ModeBridged {
@@ -99,13 +100,6 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		} else if ok && l.Alias != BridgeAlias(n.Name) {
 			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
 				"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias))
-			continue
-		}
-		// Fields the model accepts but this version cannot enforce are
-		// refused rather than silently ignored.
-		if len(n.Forwards) > 0 {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].forwards", i),
-				"network %q: port forwards cannot be applied by this version of kvmnet; remove forwards:", n.Name))
 			continue
 		}
 		wantBridges[n.Bridge] = true
@@ -146,6 +140,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		elems[SetNATSame] = append(elems[SetNATSame], n.Bridge+" . "+n.Bridge)
 		elems[SetNATOut] = append(elems[SetNATOut], n.Bridge+" . "+egress)
 		elems[SetMasq] = append(elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
+		elems[SetHairpin] = append(elems[SetHairpin], n.Subnet.Masked().String()+" . "+n.Bridge)
+		if err := forwards(cfg, i, egress, obs, elems, classes, p); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -213,12 +211,25 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		}
 	}
 
-	var nft []Action
-	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0); !ch.Empty() {
+	var rc []RateClass
+	for c := range classes {
+		rc = append(rc, c)
+	}
+	rs := DesiredRuleset(rc)
+	var nft, ct []Action
+	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0, rs); !ch.Empty() {
 		nft = append(nft, Action{Op: OpNft, Nft: ch})
+		if err := checkConflicts(cfg, obs, ch); err != nil {
+			return nil, err
+		}
+		if flows := revoked(&obs.Table, ch); len(flows) > 0 {
+			ct = append(ct, Action{Op: OpCtDelete, Flows: flows})
+		}
 	}
 
-	for _, group := range [][]Action{create, enslave, addrAdd, addrDel, restore, nft, need, release, del} {
+	// Connections through revoked forwards are cut last, once nothing can
+	// roll the forward back in.
+	for _, group := range [][]Action{create, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct} {
 		p.Actions = append(p.Actions, group...)
 	}
 	return p, nil
@@ -247,8 +258,9 @@ func vmIndex(cfg *model.Config, name string) int {
 	return -1
 }
 
-// nftChange diffs the kernel's table against the desired elements.
-func nftChange(have *TableState, want Elements, wantTable bool) *NftChange {
+// nftChange diffs the kernel's table against the desired ruleset and
+// elements.
+func nftChange(have *TableState, want Elements, wantTable bool, rs Ruleset) *NftChange {
 	if !wantTable {
 		if have.Exists {
 			return &NftChange{Delete: true}
@@ -256,12 +268,15 @@ func nftChange(have *TableState, want Elements, wantTable bool) *NftChange {
 		return &NftChange{}
 	}
 	want = want.sorted()
-	if !have.Exists || have.Comment != TableComment || !rulesMatch(have) {
-		return &NftChange{Rebuild: true, Exists: have.Exists, Elements: want}
+	if !have.Exists || have.Comment != TableComment || !rulesMatch(have, rs) {
+		return &NftChange{Ruleset: rs, Rebuild: true, Exists: have.Exists, Elements: want}
 	}
-	ch := &NftChange{Add: Elements{}, Del: Elements{}}
+	ch := &NftChange{Ruleset: rs, Add: Elements{}, Del: Elements{}}
 	haveSets := have.Sets.sorted()
-	for _, s := range Sets {
+	for _, s := range rs.Sets {
+		if s.Dynamic {
+			continue // filled by the kernel
+		}
 		add, del := diff(haveSets[s.Name], want[s.Name])
 		if len(add) > 0 {
 			ch.Add[s.Name] = add
@@ -273,12 +288,13 @@ func nftChange(have *TableState, want Elements, wantTable bool) *NftChange {
 	return ch
 }
 
-// rulesMatch compares the kernel's chains and rules with ours by comment.
-func rulesMatch(have *TableState) bool {
-	if len(have.Chains) != len(Chains) {
+// rulesMatch compares the kernel's chains, rules (by comment) and sets
+// with the desired ruleset.
+func rulesMatch(have *TableState, rs Ruleset) bool {
+	if len(have.Chains) != len(rs.Chains) {
 		return false
 	}
-	for _, c := range Chains {
+	for _, c := range rs.Chains {
 		got, ok := have.Chains[c.Name]
 		if !ok || len(got) != len(c.Rules) {
 			return false
@@ -289,12 +305,12 @@ func rulesMatch(have *TableState) bool {
 			}
 		}
 	}
-	for _, s := range Sets {
+	for _, s := range rs.Sets {
 		if _, ok := have.Sets[s.Name]; !ok {
 			return false
 		}
 	}
-	return len(have.Sets) == len(Sets)
+	return len(have.Sets) == len(rs.Sets)
 }
 
 // diff returns what to add to have and delete from it to get want; both

@@ -55,6 +55,29 @@ vms:
     interfaces: [{network: test, mac: "52:54:00:00:00:20", tap: t1-0}]
 `
 
+const withForwards = `
+networks:
+  - name: dev
+    mode: nat
+    subnet: 192.168.100.0/24
+    egress: eth0
+    forwards:
+      - {port: 8080, to: "web1:80"}
+      - {proto: udp, port: 5000-5002, to: web1, from: [203.0.113.0/24, 198.51.100.7/32]}
+      - {port: 2222, to: "192.168.100.10:22", rateLimit: 50/second}
+  - {name: test, mode: nat, subnet: 192.168.200.0/24}
+vms:
+  - name: web1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:10", ip: 192.168.100.10, tap: web1-0}]
+  - name: db1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0, createTap: true}]
+  - name: t1
+    interfaces: [{network: test, mac: "52:54:00:00:00:20", tap: t1-0}]
+`
+
+var withForwardsMinusOne = strings.Replace(withForwards, `      - {port: 8080, to: "web1:80"}
+`, "", 1)
+
 func hostOnly() *Observed {
 	return &Observed{
 		Links: map[string]Link{
@@ -114,12 +137,12 @@ func simulate(obs *Observed, p *Plan) {
 				obs.Table = TableState{}
 			case a.Nft.Rebuild:
 				obs.Table = TableState{Exists: true, Comment: TableComment, Chains: map[string][]string{}, Sets: Elements{}}
-				for _, c := range Chains {
+				for _, c := range a.Nft.Ruleset.Chains {
 					for _, r := range c.Rules {
 						obs.Table.Chains[c.Name] = append(obs.Table.Chains[c.Name], r.Comment)
 					}
 				}
-				for _, s := range Sets {
+				for _, s := range a.Nft.Ruleset.Sets {
 					obs.Table.Sets[s.Name] = append([]string{}, a.Nft.Elements[s.Name]...)
 				}
 			default:
@@ -141,6 +164,8 @@ func TestStates(t *testing.T) {
 	orig := map[string]string{SysctlIPForward: "0"}
 	steps := []struct{ name, doc string }{
 		{"1-from-empty", labConfig},
+		{"1b-forwards", withForwards},
+		{"1c-one-forward-less", withForwardsMinusOne},
 		{"2-drop-test-network", `
 networks:
   - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
@@ -199,6 +224,19 @@ networks:
   - {name: dev, mode: nat, subnet: 192.168.100.0/24, bridge: virbr0}
 `, `a link named "virbr0" exists and is not kvmnet's`, func(o *Observed) {
 			o.Links["virbr0"] = Link{Name: "virbr0", Kind: "bridge"}
+		}},
+		{"forward to vm without ip", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, forwards: [{port: 80, to: db1}]}
+vms:
+  - name: db1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0}]
+`, `forward to vm "db1": its interface on network "dev" has no ip:`, nil},
+		{"forward on a port the host uses", `
+networks:
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, forwards: [{port: 22, to: "192.168.100.5"}]}
+`, `host.yaml:3:72: networks[0].forwards[0].port: port 22/tcp is in use on the host: sshd (pid 7) listens on 0.0.0.0:22; forward another port, or set force: true`, func(o *Observed) {
+			o.Listeners = []Listener{{Proto: "tcp", Addr: netip.IPv4Unspecified(), Port: 22, Process: "sshd (pid 7)"}}
 		}},
 		{"bridged refused", `
 networks:

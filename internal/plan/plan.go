@@ -57,6 +57,16 @@ type Observed struct {
 	DefaultRouteLink string
 	Table            TableState
 	Sysctls          map[string]string
+	// Listeners are the host's listening TCP and bound UDP sockets.
+	Listeners []Listener
+}
+
+// Listener is a socket of the host that waits for connections.
+type Listener struct {
+	Proto   string // tcp or udp
+	Addr    netip.Addr
+	Port    uint16
+	Process string // "sshd (pid 412)", or "" when unknown
 }
 
 // Names returns the link names, sorted, for messages.
@@ -85,7 +95,16 @@ const (
 	OpNft       Op = "nft"
 	OpSysctl    Op = "sysctl"
 	OpDelLink   Op = "del-link"
+	OpCtDelete  Op = "conntrack-delete"
 )
+
+// Flow names the connections of one revoked forward: original destination
+// address, protocol and port.
+type Flow struct {
+	Proto string
+	Addr  netip.Addr
+	Port  uint16
+}
 
 // TapSpec describes a tap kvmnet creates.
 type TapSpec struct {
@@ -113,6 +132,8 @@ type Action struct {
 	Nft                *NftChange
 	// Gone is the link a del-link removes, to recreate it on undo.
 	Gone *Link
+	// Flows are the connections a conntrack-delete cuts.
+	Flows []Flow
 }
 
 // String prints the action as the command that would do the same by hand.
@@ -155,6 +176,12 @@ func (a Action) String() string {
 		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
 	case OpDelLink:
 		return fmt.Sprintf("ip link del %s", a.Link)
+	case OpCtDelete:
+		var lines []string
+		for _, f := range a.Flows {
+			lines = append(lines, fmt.Sprintf("conntrack -D -p %s --orig-dst %s --orig-port-dst %d", f.Proto, f.Addr, f.Port))
+		}
+		return strings.Join(lines, "\n")
 	case OpNft:
 		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
 		a.Nft.Transaction(tx)
@@ -166,6 +193,8 @@ func (a Action) String() string {
 // Plan is an ordered list of actions, plus what cannot be done yet.
 type Plan struct {
 	Actions []Action
+	// Warnings are things the user should know that do not stop the apply.
+	Warnings []string
 	// Waiting lists taps that are configured but do not exist yet; they are
 	// adopted when they appear (libvirt and qemu create their own).
 	Waiting []string
@@ -187,6 +216,9 @@ func (p *Plan) String() string {
 	for _, w := range p.Waiting {
 		fmt.Fprintf(&b, "# waiting for tap %s to appear (it is adopted when it does)\n", w)
 	}
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "# warning: %s\n", w)
+	}
 	return b.String()
 }
 
@@ -200,7 +232,7 @@ func (p *Plan) Summary() string {
 		counts[a.Op]++
 	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink} {
+	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}

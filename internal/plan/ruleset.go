@@ -14,8 +14,9 @@ import (
 // writes to any other table.
 const TableName = "kvmnet"
 
-// Set names. Rules look guests and networks up in these sets; adding a
-// network or a guest adds elements, never rules.
+// Set and map names. Rules look networks, guests and forwards up in these;
+// adding any of them adds elements, never rules. ("fwd" is an nft keyword,
+// hence "dnat4".)
 const (
 	// SetNATIfs holds the bridges of NAT networks (type ifname).
 	SetNATIfs = "nat_ifs"
@@ -27,9 +28,22 @@ const (
 	SetNATOut = "nat_out"
 	// SetMasq holds SUBNET . EGRESS: what to masquerade where.
 	SetMasq = "masq"
+	// SetHairpin holds SUBNET . BR: a forwarded connection from inside the
+	// network it is forwarded into is masqueraded, so replies come back
+	// through the host instead of straight from guest to guest.
+	SetHairpin = "hairpin"
+	// MapDNAT maps LISTEN . PROTO . PORT to TARGET . PORT: every port
+	// forward, one lookup whatever their number.
+	MapDNAT = "dnat4"
+	// SetFwdRestricted holds LISTEN . PROTO . PORT of forwards that have a
+	// from: list.
+	SetFwdRestricted = "fwd_restricted"
+	// SetFwdFrom holds LISTEN . PROTO . PORT . SOURCE-PREFIX: who may use a
+	// restricted forward.
+	SetFwdFrom = "fwd_from"
 )
 
-// Chain is a base chain of the desired table with its fixed rules.
+// Chain is a base chain of the desired table with its rules.
 type Chain struct {
 	Name     string
 	Type     knftables.BaseChainType
@@ -38,25 +52,62 @@ type Chain struct {
 	Rules    []Rule
 }
 
-// Rule is one fixed rule. Comment is its identity: the planner recognises
-// rules by comment, never by their expressions.
+// Rule is one rule. Comment is its identity: the planner recognises rules
+// by comment, never by their expressions.
 type Rule struct {
 	Rule    string
 	Comment string
 }
 
-// Set is a named set of the desired table.
+// Set is a named set or map of the desired table.
 type Set struct {
 	Name     string
 	Type     string
+	Map      string // value type of a map; "" for a set
 	Interval bool
-	Comment  string
+	// Dynamic sets are filled by the rules themselves (rate meters); the
+	// planner never reconciles their elements.
+	Dynamic bool
+	Timeout string
+	Comment string
 }
 
-// Chains are kvmnet's base chains. Every chain has policy accept: kvmnet
-// only drops what concerns its own networks and never the host's other
-// traffic. Rules are evaluated in order; each carries a comment saying why.
-var Chains = []Chain{
+// Priorities of kvmnet's base chains, named after nft's own.
+const (
+	// priorityGuard runs the forward allow-lists and rate limits just
+	// before destination NAT (dstnat is -100), on the original addresses.
+	priorityGuard knftables.BaseChainPriority = "dstnat - 10"
+	// priorityOutputNAT is dstnat for the output hook; nft 1.0.6 does not
+	// accept the keyword there.
+	priorityOutputNAT knftables.BaseChainPriority = "-100"
+)
+
+// baseChains are kvmnet's base chains with their fixed rules. Every chain
+// has policy accept: kvmnet only drops what concerns its own networks and
+// never the host's other traffic. Rules are evaluated in order; each
+// carries a comment saying why.
+var baseChains = []Chain{
+	{
+		Name: "guard", Type: knftables.FilterType, Hook: knftables.PreroutingHook, Priority: priorityGuard,
+		Rules: []Rule{
+			// A forward with a from: list admits only those sources.
+			{`ct state new ip daddr . meta l4proto . th dport @fwd_restricted ip daddr . meta l4proto . th dport . ip saddr != @fwd_from counter drop`, "forward-from-drop"},
+			// Rate limits follow, one rule per distinct rate (RateRules).
+		},
+	},
+	{
+		Name: "prerouting", Type: knftables.NATType, Hook: knftables.PreroutingHook, Priority: knftables.DNATPriority,
+		Rules: []Rule{
+			{`dnat ip to ip daddr . meta l4proto . th dport map @dnat4`, "forward"},
+		},
+	},
+	{
+		Name: "output", Type: knftables.NATType, Hook: knftables.OutputHook, Priority: priorityOutputNAT,
+		Rules: []Rule{
+			// The host itself reaching its own forwarded ports.
+			{`dnat ip to ip daddr . meta l4proto . th dport map @dnat4`, "forward-local"},
+		},
+	},
 	{
 		Name: "input", Type: knftables.FilterType, Hook: knftables.InputHook, Priority: knftables.FilterPriority,
 		Rules: []Rule{
@@ -77,7 +128,10 @@ var Chains = []Chain{
 			// Routed back into the network it came from (a guest using the
 			// gateway to reach its neighbour).
 			{`iifname . oifname @nat_same accept`, "same-network"},
-			// Nothing crosses between two kvmnet networks.
+			// Port forwards, already checked by the guard chain; from any
+			// network or from outside.
+			{`ct status dnat accept`, "forwarded"},
+			// Nothing else crosses between two kvmnet networks.
 			{`iifname @nat_ifs oifname @nat_ifs counter drop`, "between-networks-drop"},
 			{`iifname . oifname @nat_out accept`, "nat-egress"},
 			// New connections into a NAT network come only through forwards.
@@ -89,41 +143,120 @@ var Chains = []Chain{
 	{
 		Name: "postrouting", Type: knftables.NATType, Hook: knftables.PostroutingHook, Priority: knftables.SNATPriority,
 		Rules: []Rule{
+			{`ct status dnat ip saddr . oifname @hairpin masquerade`, "hairpin"},
 			{`ip saddr . oifname @masq masquerade`, "masquerade"},
 		},
 	},
 }
 
-// Sets are the named sets of the desired table.
-var Sets = []Set{
-	{Name: SetNATIfs, Type: "ifname", Comment: "bridges of nat networks"}, // its comment is the version; see TableComment
+// baseSets are the named sets and maps every table has.
+var baseSets = []Set{
+	{Name: SetNATIfs, Type: "ifname", Comment: "bridges of nat networks"},
 	{Name: SetNATSame, Type: "ifname . ifname", Comment: "bridge . bridge"},
 	{Name: SetNATOut, Type: "ifname . ifname", Comment: "bridge . egress"},
 	{Name: SetMasq, Type: "ipv4_addr . ifname", Interval: true, Comment: "subnet . egress"},
+	{Name: SetHairpin, Type: "ipv4_addr . ifname", Interval: true, Comment: "subnet . bridge"},
+	{Name: MapDNAT, Type: "ipv4_addr . inet_proto . inet_service", Map: "ipv4_addr . inet_service", Comment: "listen . proto . port : target . port"},
+	{Name: SetFwdRestricted, Type: "ipv4_addr . inet_proto . inet_service", Comment: "forwards with a from list"},
+	{Name: SetFwdFrom, Type: "ipv4_addr . inet_proto . inet_service . ipv4_addr", Interval: true, Comment: "forward . allowed source"},
+}
+
+// RateClass is one distinct rateLimit of forwards, e.g. 50/second. Each
+// class costs one rule and two sets, whatever the number of forwards in it:
+// nft takes a limit's rate as a constant, so it cannot come from a map.
+type RateClass struct {
+	Count uint64
+	Unit  string // "second" or "minute"
+}
+
+// name is the class's set-name stem, e.g. "rl_50_second".
+func (r RateClass) name() string { return fmt.Sprintf("rl_%d_%s", r.Count, r.Unit) }
+
+// KeysSet holds LISTEN . PROTO . PORT of the forwards limited at this rate.
+func (r RateClass) KeysSet() string { return r.name() + "_keys" }
+
+// meterSet is the dynamic set of per-source meters.
+func (r RateClass) meterSet() string { return r.name() + "_meter" }
+
+// Ruleset is the whole desired table but for the elements.
+type Ruleset struct {
+	Chains []Chain
+	Sets   []Set
+}
+
+// DesiredRuleset returns the table for the given rate classes.
+func DesiredRuleset(classes []RateClass) Ruleset {
+	rs := Ruleset{Sets: append([]Set(nil), baseSets...)}
+	sort.Slice(classes, func(i, j int) bool { return classes[i].name() < classes[j].name() })
+	for _, c := range baseChains {
+		c.Rules = append([]Rule(nil), c.Rules...)
+		if c.Name == "guard" {
+			for _, rc := range classes {
+				c.Rules = append(c.Rules, Rule{
+					Rule: fmt.Sprintf(`ct state new ip daddr . meta l4proto . th dport @%s add @%s { ip saddr . ip daddr . meta l4proto . th dport limit rate over %d/%s } counter drop`,
+						rc.KeysSet(), rc.meterSet(), rc.Count, rc.Unit),
+					Comment: fmt.Sprintf("forward-rate-%d/%s-drop", rc.Count, rc.Unit),
+				})
+			}
+		}
+		rs.Chains = append(rs.Chains, c)
+	}
+	for _, rc := range classes {
+		rs.Sets = append(rs.Sets,
+			Set{Name: rc.KeysSet(), Type: "ipv4_addr . inet_proto . inet_service", Comment: fmt.Sprintf("forwards limited to %d/%s per source", rc.Count, rc.Unit)},
+			Set{Name: rc.meterSet(), Type: "ipv4_addr . ipv4_addr . inet_proto . inet_service", Dynamic: true, Timeout: "1m", Comment: "source . forward meters"},
+		)
+	}
+	return rs
+}
+
+// set returns the named set of the ruleset.
+func (rs Ruleset) set(name string) (Set, bool) {
+	for _, s := range rs.Sets {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Set{}, false
 }
 
 // TableComment identifies the version of the fixed part of the ruleset
-// (chains, rules, set definitions). When it differs from the kernel's, the
-// table is rebuilt; otherwise only set elements are reconciled. It is
-// written as the table's comment and as the comment of set nat_ifs, where
-// it is read back: nft 1.0.6 leaves table comments out of its JSON.
+// (base chains, rules, set definitions). When it differs from the kernel's,
+// the table is rebuilt; otherwise rules are compared by comment and set
+// elements are reconciled. It is the table's comment, and the name of an
+// empty chain (VersionChain) where it is read back: neither nft 1.0.6's
+// JSON nor the netlink library return table or set comments.
 var TableComment = func() string {
 	h := sha256.New()
-	for _, c := range Chains {
+	for _, c := range baseChains {
 		fmt.Fprintf(h, "chain %s %s %s %s\n", c.Name, c.Type, c.Hook, c.Priority)
 		for _, r := range c.Rules {
 			fmt.Fprintf(h, "%s # %s\n", r.Rule, r.Comment)
 		}
 	}
-	for _, s := range Sets {
-		fmt.Fprintf(h, "set %s %s %t\n", s.Name, s.Type, s.Interval)
+	for _, s := range baseSets {
+		fmt.Fprintf(h, "set %s %s %s %t\n", s.Name, s.Type, s.Map, s.Interval)
 	}
 	return "kvmnet ruleset " + hex.EncodeToString(h.Sum(nil))[:12]
 }()
 
-// Elements are set contents keyed by set name. Each element is written in
-// the normalised form the observer produces: concatenation parts joined with
-// " . ", strings unquoted, prefixes as a.b.c.d/n.
+// VersionChainPrefix starts the name of the empty chain that carries the
+// ruleset version, e.g. "ruleset_8cc10f9396b1".
+const VersionChainPrefix = "ruleset_"
+
+// VersionChain is the name of that chain for this version.
+var VersionChain = VersionChainPrefix + strings.TrimPrefix(TableComment, "kvmnet ruleset ")
+
+// VersionFromChain returns the TableComment a version chain stands for.
+func VersionFromChain(name string) (string, bool) {
+	v, ok := strings.CutPrefix(name, VersionChainPrefix)
+	return "kvmnet ruleset " + v, ok
+}
+
+// Elements are set and map contents keyed by name. Each element is written
+// in the normalised form the observer produces: concatenation parts joined
+// with " . ", a map's key and value joined with " : ", strings unquoted,
+// prefixes a.b.c.d/n, ports and protocols as nft prints them.
 type Elements map[string][]string
 
 // sorted returns a copy with every set sorted and deduplicated.
@@ -155,13 +288,16 @@ type TableState struct {
 	Comment string
 	// Chains maps chain name to the comments of its rules, in order.
 	Chains map[string][]string
-	// Sets maps set name to its elements (normalised as in Elements).
+	// Sets maps set and map names to their elements (normalised as in
+	// Elements).
 	Sets Elements
 }
 
 // NftChange is the nftables part of a plan: either a rebuild of the whole
 // table or element edits, always run as one transaction.
 type NftChange struct {
+	// Ruleset is the desired table (chains, sets).
+	Ruleset Ruleset
 	// Rebuild deletes (if Exists) and recreates the table with Elements.
 	Rebuild bool
 	Exists  bool
@@ -185,18 +321,23 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 			tx.Delete(&knftables.Table{})
 		}
 		tx.Add(&knftables.Table{Comment: knftables.PtrTo(TableComment)})
-		for _, s := range Sets {
+		tx.Add(&knftables.Chain{Name: VersionChain, Comment: knftables.PtrTo("version of kvmnet's ruleset; empty")})
+		for _, s := range c.Ruleset.Sets {
 			comment := s.Comment
-			if s.Name == SetNATIfs {
-				comment = TableComment
+			if s.Map != "" {
+				tx.Add(&knftables.Map{Name: s.Name, Type: s.Type + " : " + s.Map, Comment: knftables.PtrTo(comment)})
+				continue
 			}
 			set := &knftables.Set{Name: s.Name, Type: s.Type, Comment: knftables.PtrTo(comment)}
 			if s.Interval {
-				set.Flags = []knftables.SetFlag{knftables.IntervalFlag}
+				set.Flags = append(set.Flags, knftables.IntervalFlag)
+			}
+			if s.Dynamic {
+				set.Flags = append(set.Flags, knftables.DynamicFlag, knftables.TimeoutFlag)
 			}
 			tx.Add(set)
 		}
-		for _, ch := range Chains {
+		for _, ch := range c.Ruleset.Chains {
 			tx.Add(&knftables.Chain{
 				Name: ch.Name, Type: knftables.PtrTo(ch.Type), Hook: knftables.PtrTo(ch.Hook),
 				Priority: knftables.PtrTo(ch.Priority), Policy: knftables.PtrTo(knftables.AcceptPolicy),
@@ -205,20 +346,26 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 				tx.Add(&knftables.Rule{Chain: ch.Name, Rule: r.Rule, Comment: knftables.PtrTo(r.Comment)})
 			}
 		}
-		addElements(tx, c.Elements, false)
+		c.addElements(tx, c.Elements, false)
 		return
 	}
 	// Delete before add: an element that only changed its value would
 	// otherwise collide with itself.
-	addElements(tx, c.Del, true)
-	addElements(tx, c.Add, false)
+	c.addElements(tx, c.Del, true)
+	c.addElements(tx, c.Add, false)
 }
 
-func addElements(tx *knftables.Transaction, e Elements, del bool) {
+func (c *NftChange) addElements(tx *knftables.Transaction, e Elements, del bool) {
 	for _, name := range sortedKeys(e) {
-		typ := setType(name)
+		s, _ := c.Ruleset.set(name)
 		for _, el := range e[name] {
-			elem := &knftables.Element{Set: name, Key: quoteKey(typ, el)}
+			elem := &knftables.Element{Key: quoteKey(s.Type, el)}
+			if s.Map != "" {
+				k, v, _ := strings.Cut(el, " : ")
+				elem.Map, elem.Key, elem.Value = name, quoteKey(s.Type, k), strings.Split(v, " . ")
+			} else {
+				elem.Set = name
+			}
 			if del {
 				tx.Delete(elem)
 			} else {
@@ -226,15 +373,6 @@ func addElements(tx *knftables.Transaction, e Elements, del bool) {
 			}
 		}
 	}
-}
-
-func setType(name string) string {
-	for _, s := range Sets {
-		if s.Name == name {
-			return s.Type
-		}
-	}
-	return ""
 }
 
 // quoteKey turns a normalised element into nft syntax: ifname parts quoted.
@@ -261,4 +399,25 @@ func sortedKeys[V any](m map[string]V) []string {
 // Empty reports whether the change does nothing.
 func (c *NftChange) Empty() bool {
 	return !c.Rebuild && !c.Delete && len(c.Add) == 0 && len(c.Del) == 0
+}
+
+// SetType returns the definition of a set or map kvmnet may have in its
+// table, by name, including the sets of rate classes.
+func SetType(name string) (Set, bool) {
+	for _, s := range baseSets {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	var count uint64
+	var unit, kind string
+	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "rl %d %s %s", &count, &unit, &kind); n == 3 {
+		rc := RateClass{Count: count, Unit: unit}
+		for _, s := range DesiredRuleset([]RateClass{rc}).Sets {
+			if s.Name == name {
+				return s, true
+			}
+		}
+	}
+	return Set{}, false
 }

@@ -90,6 +90,10 @@ func ParseTable(data []byte) (plan.TableState, error) {
 				if err := json.Unmarshal(raw, &c); err != nil {
 					return st, fmt.Errorf("parsing nft chain: %w", err)
 				}
+				if v, ok := plan.VersionFromChain(c.Name); ok {
+					st.Comment = v
+					continue
+				}
 				if _, ok := st.Chains[c.Name]; !ok {
 					st.Chains[c.Name] = []string{}
 				}
@@ -101,14 +105,11 @@ func ParseTable(data []byte) (plan.TableState, error) {
 				st.Chains[r.Chain] = append(st.Chains[r.Chain], r.Comment)
 			case "set", "map":
 				var s struct {
-					Name, Comment string
-					Elem          []json.RawMessage
+					Name string
+					Elem []json.RawMessage
 				}
 				if err := json.Unmarshal(raw, &s); err != nil {
 					return st, fmt.Errorf("parsing nft set: %w", err)
-				}
-				if s.Name == plan.SetNATIfs {
-					st.Comment = s.Comment // the ruleset version
 				}
 				elems := []string{}
 				for _, e := range s.Elem {
@@ -137,6 +138,20 @@ func elemString(raw json.RawMessage) (string, error) {
 
 func valueString(v any) (string, error) {
 	switch t := v.(type) {
+	case []any:
+		// A map element: [key, value].
+		if len(t) != 2 {
+			return "", fmt.Errorf("unexpected map element %v", t)
+		}
+		k, err := valueString(t[0])
+		if err != nil {
+			return "", err
+		}
+		val, err := valueString(t[1])
+		if err != nil {
+			return "", err
+		}
+		return k + " : " + val, nil
 	case string:
 		return t, nil
 	case float64:

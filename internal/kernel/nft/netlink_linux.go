@@ -1,0 +1,195 @@
+package nft
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
+)
+
+// The nft binary takes about 200 ms to list a table with 10,000 map
+// elements (measured with nft 1.0.6); reading the same over netlink takes
+// a few. Observe therefore reads the kvmnet table through google/nftables,
+// and decodes elements using kvmnet's own set definitions (plan.SetType):
+// it only ever reads its own table.
+
+// fieldLen is the width of each datatype inside a concatenation, where
+// every field takes whole 32-bit registers.
+var fieldLen = map[string]int{"ipv4_addr": 4, "inet_proto": 4, "inet_service": 4, "ifname": 16}
+
+// ObserveNetlink reads table inet kvmnet of the namespace nsFD refers to.
+func ObserveNetlink(nsFD int) (plan.TableState, error) {
+	st := plan.TableState{Chains: map[string][]string{}, Sets: plan.Elements{}}
+	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
+	if err != nil {
+		return st, fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	table, err := c.ListTableOfFamily(plan.TableName, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading table inet %s: %w", plan.TableName, err)
+	}
+	st.Exists = true
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return st, fmt.Errorf("listing chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != plan.TableName {
+			continue
+		}
+		if v, ok := plan.VersionFromChain(ch.Name); ok {
+			st.Comment = v
+			continue
+		}
+		rules, err := c.GetRules(table, ch)
+		if err != nil {
+			return st, fmt.Errorf("listing rules of chain %s: %w", ch.Name, err)
+		}
+		comments := []string{}
+		for _, r := range rules {
+			comments = append(comments, ruleComment(r.UserData))
+		}
+		st.Chains[ch.Name] = comments
+	}
+	sets, err := c.GetSets(table)
+	if err != nil {
+		return st, fmt.Errorf("listing sets: %w", err)
+	}
+	for _, s := range sets {
+		if s.Anonymous {
+			continue
+		}
+		def, ok := plan.SetType(s.Name)
+		if !ok || def.Dynamic {
+			// Not one of ours (the table is then rebuilt), or filled by
+			// the kernel: the name is enough.
+			st.Sets[s.Name] = []string{}
+			continue
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return st, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
+		}
+		out := make([]string, 0, len(elems))
+		for _, e := range elems {
+			if e.IntervalEnd {
+				continue
+			}
+			v, err := decodeElement(def, e)
+			if err != nil {
+				return st, fmt.Errorf("decoding element of set %s: %w", s.Name, err)
+			}
+			out = append(out, v)
+		}
+		st.Sets[s.Name] = out
+	}
+	return st, nil
+}
+
+// ruleComment extracts the comment from a rule's user data: TLVs of
+// (type, length, value), type 0 being the comment, NUL-terminated
+// (libnftnl NFTNL_UDATA_RULE_COMMENT).
+func ruleComment(ud []byte) string {
+	for len(ud) >= 2 {
+		typ, l := ud[0], int(ud[1])
+		if len(ud) < 2+l {
+			break
+		}
+		if typ == 0 {
+			return strings.TrimRight(string(ud[2:2+l]), "\x00")
+		}
+		ud = ud[2+l:]
+	}
+	return ""
+}
+
+// decodeElement writes an element in the planner's normalised form.
+func decodeElement(def plan.Set, e nftables.SetElement) (string, error) {
+	key, err := decodeConcat(def.Type, e.Key, e.KeyEnd, def.Interval)
+	if err != nil {
+		return "", err
+	}
+	if def.Map == "" {
+		return key, nil
+	}
+	val, err := decodeConcat(def.Map, e.Val, nil, false)
+	if err != nil {
+		return "", err
+	}
+	return key + " : " + val, nil
+}
+
+// decodeConcat decodes the fields of typ from b; for intervals, end holds
+// the inclusive end of each field, and an address range is written as the
+// prefix it spans.
+func decodeConcat(typ string, b, end []byte, interval bool) (string, error) {
+	types := strings.Split(typ, " . ")
+	var parts []string
+	off := 0
+	for _, t := range types {
+		n, ok := fieldLen[t]
+		if !ok {
+			return "", fmt.Errorf("unknown datatype %q", t)
+		}
+		if len(types) == 1 && t != "ifname" {
+			n = len(b) // a lone field is not padded
+		}
+		if off+n > len(b) {
+			return "", fmt.Errorf("element of %d bytes is too short for %s", len(b), typ)
+		}
+		start := b[off : off+n]
+		var stop []byte
+		if interval && len(end) >= off+n {
+			stop = end[off : off+n]
+		}
+		s, err := decodeField(t, start, stop)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, s)
+		off += n
+	}
+	return strings.Join(parts, " . "), nil
+}
+
+func decodeField(t string, b, end []byte) (string, error) {
+	switch t {
+	case "ipv4_addr":
+		a := netip.AddrFrom4([4]byte(b[:4]))
+		if end == nil {
+			return a.String(), nil
+		}
+		z := netip.AddrFrom4([4]byte(end[:4]))
+		if a == z {
+			return a.String(), nil
+		}
+		// The range a..z is a prefix: the bits where they differ are the
+		// host part.
+		diff := binary.BigEndian.Uint32(b[:4]) ^ binary.BigEndian.Uint32(end[:4])
+		return netip.PrefixFrom(a, bits.LeadingZeros32(diff)).String(), nil
+	case "inet_proto":
+		switch b[0] {
+		case unix.IPPROTO_TCP:
+			return "tcp", nil
+		case unix.IPPROTO_UDP:
+			return "udp", nil
+		}
+		return strconv.Itoa(int(b[0])), nil
+	case "inet_service":
+		return strconv.Itoa(int(binary.BigEndian.Uint16(b[:2]))), nil
+	case "ifname":
+		return strings.TrimRight(string(b), "\x00"), nil
+	}
+	return "", fmt.Errorf("unknown datatype %q", t)
+}

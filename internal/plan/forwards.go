@@ -1,0 +1,203 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kvmnet/kvmnet/internal/model"
+)
+
+// forwards adds the elements of network ni's port forwards: one dnat4
+// entry per listen address and port, the from: allow-list and the rate
+// class. Listen addresses default to the egress interface's IPv4
+// addresses as observed now; the daemon re-plans when they change.
+func forwards(cfg *model.Config, ni int, egress string, obs *Observed, elems Elements, classes map[RateClass]bool, p *Plan) error {
+	n := &cfg.Networks[ni]
+	var egressAddrs []netip.Addr
+	for _, a := range obs.Links[egress].Addrs {
+		if a.Addr().Is4() {
+			egressAddrs = append(egressAddrs, a.Addr())
+		}
+	}
+	for fi, f := range n.Forwards {
+		path := fmt.Sprintf("networks[%d].forwards[%d]", ni, fi)
+		target := f.ToAddr
+		if f.ToVM != "" {
+			for _, port := range cfg.Ports(n.Name) {
+				if port.VM == f.ToVM {
+					target = port.Iface.IP
+					break
+				}
+			}
+			if !target.IsValid() {
+				return cfg.Errorf(path+".to", "forward to vm %q: its interface on network %q has no ip:, so the forward has no fixed target; reserve one with ip: on that interface", f.ToVM, n.Name)
+			}
+		}
+		listens := egressAddrs
+		if f.ListenAddr.IsValid() {
+			listens = []netip.Addr{f.ListenAddr}
+		}
+		if len(listens) == 0 {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("network %q: forward of port %s/%s waits for an address: egress %q has no IPv4 address yet", n.Name, f.Port, f.Proto, egress))
+			continue
+		}
+		var rc RateClass
+		if f.RateLimit != "" {
+			count, per, err := model.ParseRateLimit(f.RateLimit)
+			if err != nil {
+				return cfg.Errorf(path+".rateLimit", "%v", err)
+			}
+			rc = RateClass{Count: count, Unit: "second"}
+			if per.Minutes() == 1 {
+				rc.Unit = "minute"
+			}
+			classes[rc] = true
+		}
+		for _, l := range listens {
+			for port := int(f.PortFirst); port <= int(f.PortLast); port++ {
+				key := ForwardKey(l, f.Proto, uint16(port))
+				tport := int(f.ToPortFirst) + port - int(f.PortFirst)
+				elems[MapDNAT] = append(elems[MapDNAT], fmt.Sprintf("%s : %s . %d", key, target, tport))
+				if len(f.FromPrefixes) > 0 {
+					elems[SetFwdRestricted] = append(elems[SetFwdRestricted], key)
+					for _, pr := range f.FromPrefixes {
+						elems[SetFwdFrom] = append(elems[SetFwdFrom], key+" . "+prefixElem(pr))
+					}
+				}
+				if rc.Count > 0 {
+					elems[rc.KeysSet()] = append(elems[rc.KeysSet()], key)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// ForwardKey is the normalised dnat4 key of a forward: LISTEN . PROTO . PORT.
+func ForwardKey(listen netip.Addr, proto string, port uint16) string {
+	return fmt.Sprintf("%s . %s . %d", listen, proto, port)
+}
+
+// prefixElem writes a prefix as nft prints it: a single address without /32.
+func prefixElem(p netip.Prefix) string {
+	p = p.Masked()
+	if p.Bits() == p.Addr().BitLen() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+// parseForwardKey reverses ForwardKey.
+func parseForwardKey(key string) (Flow, bool) {
+	parts := strings.Split(key, " . ")
+	if len(parts) != 3 {
+		return Flow{}, false
+	}
+	addr, err := netip.ParseAddr(parts[0])
+	if err != nil {
+		return Flow{}, false
+	}
+	port, err := strconv.ParseUint(parts[2], 10, 16)
+	if err != nil {
+		return Flow{}, false
+	}
+	return Flow{Proto: parts[1], Addr: addr, Port: uint16(port)}, true
+}
+
+// revoked lists the forwards a change removes (or retargets), whose
+// tracked connections must be cut: without that, established connections
+// keep their translation and live on.
+func revoked(have *TableState, ch *NftChange) []Flow {
+	var gone []string
+	switch {
+	case ch.Delete:
+		gone = have.Sets[MapDNAT]
+	case ch.Rebuild:
+		want := map[string]bool{}
+		for _, e := range ch.Elements[MapDNAT] {
+			want[e] = true
+		}
+		for _, e := range have.Sets[MapDNAT] {
+			if !want[e] {
+				gone = append(gone, e)
+			}
+		}
+	default:
+		gone = ch.Del[MapDNAT]
+	}
+	var flows []Flow
+	for _, e := range gone {
+		key, _, _ := strings.Cut(e, " : ")
+		if f, ok := parseForwardKey(key); ok {
+			flows = append(flows, f)
+		}
+	}
+	sort.Slice(flows, func(i, j int) bool { return flowLess(flows[i], flows[j]) })
+	return flows
+}
+
+func flowLess(a, b Flow) bool {
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c < 0
+	}
+	if a.Proto != b.Proto {
+		return a.Proto < b.Proto
+	}
+	return a.Port < b.Port
+}
+
+// checkConflicts refuses a new forward on a port the host itself listens
+// on, naming the process, unless the forward says force: true. Forwards
+// already in place are not checked again: the check is about the moment
+// the port is taken away from the host.
+func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange) error {
+	adding := ch.Add[MapDNAT]
+	if ch.Rebuild {
+		have := map[string]bool{}
+		for _, e := range obs.Table.Sets[MapDNAT] {
+			have[e] = true
+		}
+		for _, e := range ch.Elements[MapDNAT] {
+			if !have[e] {
+				adding = append(adding, e)
+			}
+		}
+	}
+	if len(adding) == 0 || len(obs.Listeners) == 0 {
+		return nil
+	}
+	newKeys := map[string]bool{}
+	for _, e := range adding {
+		k, _, _ := strings.Cut(e, " : ")
+		newKeys[k] = true
+	}
+	for ni, n := range cfg.Networks {
+		for fi, f := range n.Forwards {
+			if f.Force {
+				continue
+			}
+			for _, l := range obs.Listeners {
+				if l.Proto != f.Proto || l.Port < f.PortFirst || l.Port > f.PortLast {
+					continue
+				}
+				for key := range newKeys {
+					fl, ok := parseForwardKey(key)
+					if !ok || fl.Proto != l.Proto || fl.Port != l.Port || (!l.Addr.IsUnspecified() && l.Addr != fl.Addr) {
+						continue
+					}
+					who := l.Process
+					if who == "" {
+						who = "a process"
+					}
+					return cfg.Errorf(fmt.Sprintf("networks[%d].forwards[%d].port", ni, fi),
+						"port %d/%s is in use on the host: %s listens on %s; forward another port, or set force: true to take it (the host's service is then unreachable at %s)",
+						l.Port, l.Proto, who, netip.AddrPortFrom(l.Addr, l.Port), fl.Addr)
+				}
+			}
+		}
+	}
+	return nil
+}
