@@ -140,17 +140,17 @@ nftables table inet kvmnet and puts back the sysctls kvmnet changed
 func newGetCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get networks|vms|leases",
-		Short:     "Show networks, VM interfaces or DHCP leases",
-		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get leases",
+		Use:       "get networks|vms|forwards|leases",
+		Short:     "Show networks, VM interfaces, port forwards or DHCP leases",
+		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get forwards\n  kvmnet get leases",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"networks", "vms", "leases"},
+		ValidArgs: []string{"networks", "vms", "forwards", "leases"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := args[0]
 			switch what {
-			case "networks", "network", "net", "vms", "vm", "ports", "leases", "lease":
+			case "networks", "network", "net", "vms", "vm", "ports", "forwards", "forward", "leases", "lease":
 			default:
-				return fmt.Errorf("get %q: unknown kind (want networks, vms or leases)", what)
+				return fmt.Errorf("get %q: unknown kind (want networks, vms, forwards or leases)", what)
 			}
 			if output != "table" && output != "json" && output != "yaml" {
 				return fmt.Errorf("-o %q: unknown format (want table, json or yaml)", output)
@@ -178,6 +178,8 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		v = st.Networks
 	case "vms", "vm", "ports":
 		v = st.VMs
+	case "forwards", "forward":
+		v = st.Forwards
 	default:
 		v = struct {
 			Leases []store.Lease       `json:"leases"`
@@ -206,6 +208,11 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		for _, n := range st.Networks {
 			row(n.Name, n.Mode, n.Bridge, dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
 				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases))
+		}
+	case "forwards", "forward":
+		row("NETWORK", "PROTO", "PORT", "TO", "FROM", "LISTEN", "STATE", "RATE")
+		for _, f := range st.Forwards {
+			row(f.Network, f.Proto, f.Port, f.To, dash(strings.Join(f.From, ",")), dash(strings.Join(f.Listen, ",")), f.State, dash(f.RateLimit))
 		}
 	case "vms", "vm", "ports":
 		row("VM", "NETWORK", "TAP", "MAC", "IP", "STATE", "LEASE")

@@ -110,16 +110,21 @@ func Run(ctx context.Context, opt Options) error {
 			d.stopServices()
 			os.Remove(opt.Socket)
 			return nil
-		case name, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				events = nil
 				continue
 			}
 			d.mu.Lock()
-			wanted := d.taps[name]
+			wanted := d.taps[ev.Link]
 			d.mu.Unlock()
-			if wanted {
-				d.converge(ctx, "link "+name)
+			switch {
+			case wanted:
+				d.converge(ctx, "link "+ev.Link)
+			case ev.Addr:
+				// Our own gateway addresses trigger this too; converging
+				// is then a no-op.
+				d.converge(ctx, "address")
 			}
 		case <-d.kick:
 			d.converge(ctx, "services")

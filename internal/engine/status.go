@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -39,11 +41,26 @@ type PortStatus struct {
 	Lease string `json:"lease,omitempty"`
 }
 
+// ForwardStatus is one row of `kvmnet get forwards`.
+type ForwardStatus struct {
+	Network string   `json:"network"`
+	Proto   string   `json:"proto"`
+	Port    string   `json:"port"`
+	To      string   `json:"to"`
+	From    []string `json:"from,omitempty"`
+	// Listen are the host addresses the forward is in place on.
+	Listen []string `json:"listen"`
+	// State is "active" or "waiting" (no address to listen on yet).
+	State     string `json:"state"`
+	RateLimit string `json:"rateLimit,omitempty"`
+}
+
 // Status is what `kvmnet get` shows.
 type Status struct {
 	Revision uint64          `json:"revision"`
 	Networks []NetworkStatus `json:"networks"`
 	VMs      []PortStatus    `json:"vms"`
+	Forwards []ForwardStatus `json:"forwards"`
 	Leases   []store.Lease   `json:"leases"`
 	// Pools is filled by the daemon, which runs the DHCP servers.
 	Pools []PoolStatus `json:"pools,omitempty"`
@@ -77,7 +94,15 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 
 // BuildStatus is the pure part of Status.
 func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []store.Lease, now time.Time) *Status {
-	st := &Status{Revision: rev, Networks: []NetworkStatus{}, VMs: []PortStatus{}, Leases: []store.Lease{}}
+	st := &Status{Revision: rev, Networks: []NetworkStatus{}, VMs: []PortStatus{}, Forwards: []ForwardStatus{}, Leases: []store.Lease{}}
+	// Which listen addresses each proto/port is in place on, from dnat4.
+	inPlace := map[string][]string{}
+	for _, e := range obs.Table.Sets[plan.MapDNAT] {
+		key, _, _ := strings.Cut(e, " : ")
+		if parts := strings.Split(key, " . "); len(parts) == 3 {
+			inPlace[parts[1]+"/"+parts[2]] = append(inPlace[parts[1]+"/"+parts[2]], parts[0])
+		}
+	}
 	active := map[string]store.Lease{} // network/mac
 	for _, l := range leases {
 		if l.Expiry.After(now) {
@@ -124,6 +149,16 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 			}
 		}
 		st.Networks = append(st.Networks, ns)
+		for _, f := range n.Forwards {
+			fs := ForwardStatus{Network: n.Name, Proto: f.Proto, Port: f.Port, To: f.To, From: f.From, RateLimit: f.RateLimit,
+				Listen: inPlace[fmt.Sprintf("%s/%d", f.Proto, f.PortFirst)], State: "waiting"}
+			if len(fs.Listen) > 0 {
+				fs.State = "active"
+			} else {
+				fs.Listen = []string{}
+			}
+			st.Forwards = append(st.Forwards, fs)
+		}
 	}
 	sort.SliceStable(st.VMs, func(i, j int) bool { return st.VMs[i].VM < st.VMs[j].VM })
 	return st

@@ -23,8 +23,8 @@ func TestReadNetDev(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]netDevStats{
-		"lo":   {RxBytes: 1200, RxPackets: 12, TxBytes: 1200, TxPackets: 12},
-		"eth0": {RxBytes: 987654321, RxPackets: 654321, RxErrors: 1, RxDrops: 2, TxBytes: 123456789, TxPackets: 98765, TxErrors: 3, TxDrops: 4},
+		"lo":     {RxBytes: 1200, RxPackets: 12, TxBytes: 1200, TxPackets: 12},
+		"eth0":   {RxBytes: 987654321, RxPackets: 654321, RxErrors: 1, RxDrops: 2, TxBytes: 123456789, TxPackets: 98765, TxErrors: 3, TxDrops: 4},
 		"kv-dev": {RxBytes: 5000, RxPackets: 50, TxBytes: 7000, TxPackets: 70, TxDrops: 5},
 		// More than 32 bits, and wider than its column.
 		"web1-0": {RxBytes: 12345678901234, RxPackets: 40, RxDrops: 6, TxBytes: 3000, TxPackets: 30},
@@ -41,7 +41,7 @@ func TestReadNetDevErrors(t *testing.T) {
 		" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
 	for name, tc := range map[string]struct{ data, want string }{
 		"missing":       {"", "no such file"},
-		"no header":     {"Inter-|\n", "no header"},
+		"one line":      {"Inter-|\n", "unexpected header"},
 		"short row":     {hdr + "  eth0: 1 2 3\n", `interface "eth0" has 3 columns, header has 16`},
 		"not a number":  {hdr + "  eth0: x 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n", `rx_bytes of "eth0"`},
 		"renamed field": {strings.Replace(hdr, "errs", "errors", 1), `no column "rx_errs"`},
@@ -209,7 +209,7 @@ func fixtureOptions() Options {
 				{Name: "web1-0", Network: "dev", VM: "web1"},
 				{Name: "eth0"},
 				{Name: "db1-0", Network: "dev", VM: "db1"}, // not created yet
-				{Name: "eth0"},                             // listed twice
+				{Name: "eth0"}, // listed twice
 			}
 		},
 		RuleDrops: func(context.Context) (map[string]uint64, error) {

@@ -171,6 +171,23 @@ func TestForwards(t *testing.T) {
 		}
 	})
 
+	t.Run("egress-address-change", func(t *testing.T) {
+		// The daemon follows the egress interface's addresses.
+		w.mustExec("host", "ip", "addr", "add", "172.30.0.3/24", "dev", "eth0")
+		w.waitFor("forwards on the new address", 5*time.Second, func() bool {
+			out, _ := w.exec("host", "nft", "list", "map", "inet", "kvmnet", "dnat4")
+			return strings.Contains(out, "172.30.0.3 . tcp . 8080")
+		})
+		out, _ := w.exec("inet", "sh", "-c", "echo again | nc -w1 -q1 172.30.0.3 8080")
+		if strings.TrimSpace(out) != "again" {
+			t.Errorf("forward on the new egress address: %q", out)
+		}
+	})
+
+	if got := w.mustKvmnet("get", "forwards"); !regexpLine(got, "dev", "udp", "5353", "web1:5353", "172.30.0.2", "active") {
+		t.Errorf("get forwards:\n%s", got)
+	}
+
 	exported := w.mustKvmnet("export")
 	if !strings.Contains(exported, "port: \"8500\"") && !strings.Contains(exported, "port: 8500") {
 		t.Errorf("export lacks the added forward:\n%s", exported)

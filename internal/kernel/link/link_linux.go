@@ -502,26 +502,57 @@ func broadcast(p netip.Prefix) net.IP {
 	return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).To4()
 }
 
-// Watch reports the names of links that appear or change (RTM_NEWLINK)
-// until done is closed. The channel is closed if the subscription fails.
-func Watch(done <-chan struct{}) (<-chan string, error) {
-	updates := make(chan netlink.LinkUpdate, 256)
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{}); err != nil {
+// Event is a change the daemon may have to react to.
+type Event struct {
+	// Link is the name of a link that appeared or changed (RTM_NEWLINK).
+	Link string
+	// Addr is set when an IPv4 address was added or removed: forwards
+	// listen on the egress interface's addresses.
+	Addr bool
+}
+
+// Watch reports link and address changes until done is closed. The
+// channel is closed if a subscription fails.
+func Watch(done <-chan struct{}) (<-chan Event, error) {
+	links := make(chan netlink.LinkUpdate, 256)
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{}); err != nil {
 		return nil, fmt.Errorf("subscribing to link events: %w", err)
 	}
-	names := make(chan string, 256)
+	addrs := make(chan netlink.AddrUpdate, 256)
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{}); err != nil {
+		return nil, fmt.Errorf("subscribing to address events: %w", err)
+	}
+	out := make(chan Event, 256)
+	send := func(ev Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-done:
+			return false
+		}
+	}
 	go func() {
-		defer close(names)
-		for u := range updates {
-			if u.Header.Type != unix.RTM_NEWLINK || u.Link == nil {
-				continue
-			}
+		defer close(out)
+		for links != nil || addrs != nil {
 			select {
-			case names <- u.Link.Attrs().Name:
-			case <-done:
-				return
+			case u, ok := <-links:
+				if !ok {
+					links = nil
+					continue
+				}
+				if u.Header.Type == unix.RTM_NEWLINK && u.Link != nil && !send(Event{Link: u.Link.Attrs().Name}) {
+					return
+				}
+			case u, ok := <-addrs:
+				if !ok {
+					addrs = nil
+					continue
+				}
+				if u.LinkAddress.IP.To4() != nil && !send(Event{Addr: true}) {
+					return
+				}
 			}
 		}
 	}()
-	return names, nil
+	return out, nil
 }
