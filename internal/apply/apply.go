@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"sigs.k8s.io/knftables"
+
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
@@ -32,8 +34,9 @@ type Kernel interface {
 	SetSysctl(key, value string) error
 	DeleteFlows(flows []plan.Flow) (int, error)
 	NftApply(ctx context.Context, ch *plan.NftChange) error
-	NftSnapshot(ctx context.Context) (string, error)
-	NftRestore(ctx context.Context, snapshot string) error
+	NftSnapshot(ctx context.Context, fam knftables.Family) (string, error)
+	NftRestore(ctx context.Context, fam knftables.Family, snapshot string) error
+	SetIsolated(name string, on bool) error
 }
 
 // Hooks let the caller persist what must survive a crash.
@@ -161,12 +164,15 @@ func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error
 		}
 		return func() error { return k.SetSysctl(a.Key, a.Prev) }, k.SetSysctl(a.Key, a.Value)
 	case plan.OpNft:
-		snap, err := k.NftSnapshot(ctx)
+		fam := a.Nft.Ruleset.Family
+		snap, err := k.NftSnapshot(ctx, fam)
 		if err != nil {
 			return nil, err
 		}
 		// The undo must run even when ctx was cancelled.
-		return func() error { return k.NftRestore(context.Background(), snap) }, k.NftApply(ctx, a.Nft)
+		return func() error { return k.NftRestore(context.Background(), fam, snap) }, k.NftApply(ctx, a.Nft)
+	case plan.OpIsolate:
+		return func() error { return k.SetIsolated(a.Link, !a.Up) }, k.SetIsolated(a.Link, a.Up)
 	case plan.OpDelLink:
 		return func() error { return recreate(k, a.Gone) }, k.DeleteLink(a.Link)
 	case plan.OpCtDelete:

@@ -188,6 +188,7 @@ func TestRollbackAtEveryStep(t *testing.T) {
 
 func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel, string) error, to string) {
 	ctx := context.Background()
+	nstest.WaitDAD(t, ns)
 	want, wantSem := dump(t, ns), nstest.SemanticDump(t, ns)
 	// Undoing a deletion recreates the link (new ifindex, new link-local
 	// address): once the plan deletes links, compare what matters to

@@ -304,34 +304,13 @@ func (r *NetReport) WriteTable(w io.Writer) error {
 		}
 		tw.Flush()
 	}
-	if len(r.Targets) > 0 {
-		fmt.Fprintf(ew, "\ntargets:\n")
-		for _, t := range r.Targets {
-			mark := "n/a "
-			if t.Met != nil {
-				mark = map[bool]string{true: "met ", false: "MISS"}[*t.Met]
-			}
-			fmt.Fprintf(ew, "  %s  %s: %s\n", mark, t.What, t.Got)
-		}
-	}
-	for _, sk := range r.Skipped {
-		fmt.Fprintf(ew, "\nskipped %s: %s", sk.Path, sk.Reason)
-	}
 	if len(r.Skipped) > 0 {
 		fmt.Fprintln(ew)
 	}
-	if len(r.Notes) > 0 {
-		fmt.Fprintf(ew, "\nnotes:\n")
-		for _, n := range r.Notes {
-			fmt.Fprintf(ew, "  - %s\n", n)
-		}
+	for _, sk := range r.Skipped {
+		fmt.Fprintf(ew, "skipped %s: %s\n", sk.Path, sk.Reason)
 	}
-	for _, wn := range r.Warnings {
-		fmt.Fprintf(ew, "\nwarning: %s", wn)
-	}
-	if len(r.Warnings) > 0 {
-		fmt.Fprintln(ew)
-	}
+	writeTail(ew, r.Targets, r.Notes, r.Warnings)
 	return ew.err
 }
 

@@ -62,6 +62,28 @@ type Daemon struct {
 	dns  map[string]*dnsServer  // by network
 	taps map[string]bool        // tap names of the desired state
 	kick chan struct{}
+	// bind carries requests of DHCP servers to bind a new lease to its
+	// port before the ACK goes out; the main loop closes the channel it
+	// is sent once done.
+	bind chan chan struct{}
+}
+
+// bindWait bounds how long an ACK waits for its lease to be bound. It also
+// breaks the wait should the main loop be the one closing that server.
+const bindWait = 500 * time.Millisecond
+
+// bindLease asks the main loop to bind new leases and waits for it.
+func (d *Daemon) bindLease() {
+	done := make(chan struct{})
+	select {
+	case d.bind <- done:
+	case <-time.After(bindWait):
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(bindWait):
+	}
 }
 
 // Run serves until ctx is done.
@@ -69,7 +91,7 @@ func Run(ctx context.Context, opt Options) error {
 	if opt.Resync == 0 {
 		opt.Resync = 30 * time.Second
 	}
-	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1)}
+	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{})}
 	ln, err := api.Listen(opt.Socket)
 	if err != nil {
 		return err
@@ -126,6 +148,9 @@ func Run(ctx context.Context, opt Options) error {
 				// is then a no-op.
 				d.converge(ctx, "address")
 			}
+		case done := <-d.bind:
+			d.converge(ctx, "dhcp lease")
+			close(done)
 		case <-d.kick:
 			d.converge(ctx, "services")
 		case <-tick.C:
@@ -144,11 +169,43 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 	if !p.Empty() {
 		d.log.Info("reconciled", "trigger", why, "actions", p.Summary())
 	}
+	d.restartRecreated(p)
 	d.mu.Lock()
 	cfg := d.cfg
 	d.mu.Unlock()
 	if cfg != nil {
 		d.syncServices(cfg)
+	}
+}
+
+// restartRecreated stops the servers of bridges the plan (re)created: a
+// DHCP socket bound to a deleted bridge never hears from the new one.
+// syncServices then starts them afresh.
+func (d *Daemon) restartRecreated(p *plan.Plan) {
+	created := map[string]bool{}
+	for _, a := range p.Actions {
+		if a.Op == plan.OpAddBridge {
+			created[a.Link] = true
+		}
+	}
+	if len(created) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, s := range d.dhcp {
+		if created[s.iface] {
+			s.Close()
+			delete(d.dhcp, name)
+		}
+	}
+	for name, s := range d.dns {
+		if d.cfg != nil {
+			if n := d.cfg.Network(name); n != nil && created[n.Bridge] {
+				s.Close()
+				delete(d.dns, name)
+			}
+		}
 	}
 }
 
@@ -163,6 +220,7 @@ func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*pla
 	if err != nil {
 		return p, err
 	}
+	d.restartRecreated(p)
 	d.setConfig(cfg)
 	return p, nil
 }
@@ -234,9 +292,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 					s.Close()
 					delete(d.dhcp, n.Name)
 				}
-				if s, err := dhcp.New(dc, d.opt.Engine.Store, log); err != nil {
-					log.Error("creating dhcp server", "err", err)
-				} else if err := s.Start(); err != nil {
+				if s, err := d.startDHCP(dc, log); err != nil {
 					log.Error("starting dhcp server (retrying at the next pass)", "err", err)
 				} else {
 					d.dhcp[n.Name] = &dhcpServer{s, dc.Interface}
@@ -284,6 +340,20 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 			delete(d.dns, name)
 		}
 	}
+}
+
+// startDHCP starts a network's DHCP server; its ACKs wait until the lease
+// is bound to the guest's port (bindLease).
+func (d *Daemon) startDHCP(dc dhcp.Config, log *slog.Logger) (*dhcp.Server, error) {
+	s, err := dhcp.New(dc, d.opt.Engine.Store, log)
+	if err != nil {
+		return nil, err
+	}
+	s.OnACK(d.bindLease)
+	if err := s.Start(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 func (d *Daemon) stopServices() {

@@ -43,7 +43,17 @@ type Server struct {
 	// inflight counts running packet handlers, so Close can wait for them
 	// and nobody writes to the LeaseStore after Close returns.
 	inflight sync.WaitGroup
+
+	// onACK runs before an ACK goes out (see OnACK).
+	onACK func()
 }
+
+// OnACK sets fn to run, without the server's lock, after a lease is
+// stored and before its ACK is sent: the daemon binds the new address to
+// the guest's port there, so the guest's first packet from it passes
+// port security. fn must not block for long; the ACK waits for it. Call it
+// before Start.
+func (s *Server) OnACK(fn func()) { s.onACK = fn }
 
 // New validates cfg and loads the network's persisted leases from leases. It
 // opens no socket; Start does. A nil log discards messages.
@@ -216,6 +226,9 @@ func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 	reply := s.reply(m)
 	if reply == nil {
 		return
+	}
+	if s.onACK != nil && reply.MessageType() == dhcpv4.MessageTypeAck && !reply.YourIPAddr.IsUnspecified() {
+		s.onACK()
 	}
 	dst := replyAddr(m, reply)
 	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {

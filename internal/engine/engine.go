@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/kvmnet/kvmnet/internal/apply"
 	"github.com/kvmnet/kvmnet/internal/kernel"
@@ -103,7 +105,18 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 	if err != nil {
 		return nil, err
 	}
-	return plan.Build(cfg, obs, plan.Options{Originals: orig, Claim: claim})
+	leases, err := e.Store.Leases("")
+	if err != nil {
+		return nil, err
+	}
+	active := map[string]netip.Addr{}
+	now := time.Now()
+	for _, l := range leases {
+		if !l.Expired(now) {
+			active[l.Network+"/"+l.MAC] = l.IP
+		}
+	}
+	return plan.Build(cfg, obs, plan.Options{Originals: orig, Claim: claim, Leases: active})
 }
 
 // Apply makes the kernel match cfg and, on success, stores doc (the file as
@@ -126,13 +139,15 @@ func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*pla
 }
 
 // Converge re-applies the stored desired state (the daemon's reconcile).
+// The desired state is read under the lock: read before it, an apply
+// running at the same time could be undone by the old state.
 func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	cfg, _, err := e.Desired()
 	if err != nil {
 		return nil, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	return e.run(ctx, cfg)
 }
 

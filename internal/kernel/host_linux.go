@@ -9,6 +9,7 @@ import (
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
@@ -90,13 +91,16 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 	for _, l := range links {
 		obs.Links[l.Name] = plan.Link{
 			Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master,
-			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs,
+			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs, Isolated: l.Isolated,
 		}
 	}
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
 	if obs.Table, err = nft.ObserveNetlink(int(h.ns)); err != nil {
+		return nil, err
+	}
+	if obs.Bridge, err = nft.ObserveFamily(int(h.ns), knftables.BridgeFamily); err != nil {
 		return nil, err
 	}
 	err = h.inNS("observing sockets and sysctls", func() error {
@@ -144,6 +148,9 @@ func (h *Host) SetMaster(name, master string) error { return h.Link.SetMaster(na
 // SetHWAddr implements apply.Kernel.
 func (h *Host) SetHWAddr(name, mac string) error { return h.Link.SetHWAddr(name, mac) }
 
+// SetIsolated implements apply.Kernel.
+func (h *Host) SetIsolated(name string, on bool) error { return h.Link.SetIsolated(name, on) }
+
 // SetMTU implements apply.Kernel.
 func (h *Host) SetMTU(name string, mtu int) error { return h.Link.SetMTU(name, mtu) }
 
@@ -182,15 +189,15 @@ func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error {
 }
 
 // NftSnapshot implements apply.Kernel.
-func (h *Host) NftSnapshot(ctx context.Context) (snap string, err error) {
+func (h *Host) NftSnapshot(ctx context.Context, fam knftables.Family) (snap string, err error) {
 	err = h.inNS("saving nftables table", func() error {
-		snap, err = h.NFT.Snapshot(ctx)
+		snap, err = h.NFT.Snapshot(ctx, fam)
 		return err
 	})
 	return snap, err
 }
 
 // NftRestore implements apply.Kernel.
-func (h *Host) NftRestore(ctx context.Context, s string) error {
-	return h.inNS("restoring nftables table", func() error { return h.NFT.Restore(ctx, s) })
+func (h *Host) NftRestore(ctx context.Context, fam knftables.Family, s string) error {
+	return h.inNS("restoring nftables table", func() error { return h.NFT.Restore(ctx, fam, s) })
 }

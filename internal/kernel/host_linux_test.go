@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/apply"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
@@ -37,7 +38,7 @@ func TestHostRefusesOtherThreads(t *testing.T) {
 	for what, err := range map[string]error{
 		"sysctl": h.SetSysctl(plan.SysctlIPForward, "1"),
 		"tap":    h.AddTap("kvt-never", plan.TapSpec{}, ""),
-		"nft":    h.NftRestore(t.Context(), ""),
+		"nft":    h.NftRestore(t.Context(), knftables.InetFamily, ""),
 	} {
 		if err == nil || !strings.Contains(err.Error(), "not in the network namespace") {
 			t.Errorf("%s from another namespace: %v, want a refusal", what, err)

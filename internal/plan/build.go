@@ -20,6 +20,10 @@ type Options struct {
 	// marked (the journal): unmarked bridges and taps of these names are
 	// kvmnet's.
 	Claim map[string]bool
+	// Leases are the active DHCP leases of kvmnet's own servers, as
+	// "NETWORK/MAC" to address: a guest may use its leased address as
+	// source (DHCP-driven IP source guard).
+	Leases map[string]netip.Addr
 }
 
 // claimed reports whether l is an unmarked link an interrupted apply made.
@@ -29,11 +33,12 @@ func (o Options) claimed(l Link) bool {
 
 // desiredPort is one VM interface resolved against the kernel.
 type desiredPort struct {
-	tap    string
-	bridge string
-	vm     string
-	create bool
-	spec   TapSpec
+	tap      string
+	bridge   string
+	vm       string
+	create   bool
+	spec     TapSpec
+	isolated bool
 }
 
 // Build returns the actions that make obs match cfg. Errors that need the
@@ -62,7 +67,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	wantBridges := map[string]bool{}
 	wantPorts := map[string]desiredPort{}
 	elems := Elements{}
+	belems := Elements{} // the bridge table's
 	classes := map[RateClass]bool{}
+	storms := map[StormClass]bool{}
+	connLimits := map[int]bool{}
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		if n.Mode == model.ModeBridged {
@@ -133,7 +141,11 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			}
 			wantPorts[port.Iface.Tap] = desiredPort{
 				tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
-				spec: TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
+				spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
+				isolated: port.Iface.Security.Isolated,
+			}
+			if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		elems[SetNATIfs] = append(elems[SetNATIfs], n.Bridge)
@@ -172,6 +184,14 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			}
 			if !l.Up {
 				enslave = append(enslave, Action{Op: OpSetUp, Link: name, Up: true})
+			}
+		}
+		// The isolated flag belongs to the bridge port: set it once the
+		// port is enslaved (a new port starts without it).
+		if exists || dp.create {
+			wasIsolated := exists && l.Master == dp.bridge && l.Isolated
+			if dp.isolated != wasIsolated {
+				enslave = append(enslave, Action{Op: OpIsolate, Link: name, Up: dp.isolated})
 			}
 		}
 	}
@@ -215,9 +235,21 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	for c := range classes {
 		rc = append(rc, c)
 	}
-	rs := DesiredRuleset(rc)
+	var cl []int
+	for n := range connLimits {
+		cl = append(cl, n)
+	}
+	var sc []StormClass
+	for c := range storms {
+		sc = append(sc, c)
+	}
+	rs := DesiredRuleset(rc, cl)
 	var nft, ct []Action
-	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0, rs); !ch.Empty() {
+	// The bridge table first: guests are checked before they are routed.
+	if ch := nftChange(&obs.Bridge, belems, len(wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
+		nft = append(nft, Action{Op: OpNft, Nft: ch})
+	}
+	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0, rs, TableComment); !ch.Empty() {
 		nft = append(nft, Action{Op: OpNft, Nft: ch})
 		if err := checkConflicts(cfg, obs, ch); err != nil {
 			return nil, err
@@ -239,12 +271,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 // enforce, naming where they are.
 func unsupportedPortSettings(cfg *model.Config, p model.Port) error {
 	path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
-	sec, qos := p.Iface.Security, p.Iface.QoS
+	qos := p.Iface.QoS
 	switch {
 	case qos.Egress != "" || qos.Ingress != "":
 		return cfg.Errorf(path+".qos", "vm %q: qos cannot be applied by this version of kvmnet; remove qos:", p.VM)
-	case sec.Isolated || sec.MaxConnections != 0 || sec.BroadcastLimit != "":
-		return cfg.Errorf(path+".security", "vm %q: security settings other than spoofguard cannot be applied by this version of kvmnet; remove them", p.VM)
 	}
 	return nil
 }
@@ -258,20 +288,20 @@ func vmIndex(cfg *model.Config, name string) int {
 	return -1
 }
 
-// nftChange diffs the kernel's table against the desired ruleset and
+// nftChange diffs a kernel table against the desired ruleset and
 // elements.
-func nftChange(have *TableState, want Elements, wantTable bool, rs Ruleset) *NftChange {
+func nftChange(have *TableState, want Elements, wantTable bool, rs Ruleset, version string) *NftChange {
 	if !wantTable {
 		if have.Exists {
-			return &NftChange{Delete: true}
+			return &NftChange{Ruleset: Ruleset{Family: rs.Family}, Delete: true}
 		}
 		return &NftChange{}
 	}
 	want = want.sorted()
-	if !have.Exists || have.Comment != TableComment || !rulesMatch(have, rs) {
-		return &NftChange{Ruleset: rs, Rebuild: true, Exists: have.Exists, Elements: want}
+	if !have.Exists || have.Comment != version || !rulesMatch(have, rs) {
+		return &NftChange{Ruleset: rs, Version: version, Rebuild: true, Exists: have.Exists, Elements: want}
 	}
-	ch := &NftChange{Ruleset: rs, Add: Elements{}, Del: Elements{}}
+	ch := &NftChange{Ruleset: rs, Version: version, Add: Elements{}, Del: Elements{}}
 	haveSets := have.Sets.sorted()
 	for _, s := range rs.Sets {
 		if s.Dynamic {

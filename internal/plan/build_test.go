@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/model"
 )
@@ -131,26 +132,34 @@ func simulate(obs *Observed, p *Plan) {
 					obs.Links[n] = o
 				}
 			}
+		case OpIsolate:
+			l.Isolated = a.Up
+			obs.Links[a.Link] = l
 		case OpNft:
+			table := &obs.Table
+			if a.Nft.Ruleset.Family == knftables.BridgeFamily {
+				table = &obs.Bridge
+			}
 			switch {
 			case a.Nft.Delete:
-				obs.Table = TableState{}
+				*table = TableState{}
 			case a.Nft.Rebuild:
-				obs.Table = TableState{Exists: true, Comment: TableComment, Chains: map[string][]string{}, Sets: Elements{}}
+				*table = TableState{Exists: true, Comment: a.Nft.Version, Chains: map[string][]string{}, Sets: Elements{}}
 				for _, c := range a.Nft.Ruleset.Chains {
+					table.Chains[c.Name] = []string{}
 					for _, r := range c.Rules {
-						obs.Table.Chains[c.Name] = append(obs.Table.Chains[c.Name], r.Comment)
+						table.Chains[c.Name] = append(table.Chains[c.Name], r.Comment)
 					}
 				}
 				for _, s := range a.Nft.Ruleset.Sets {
-					obs.Table.Sets[s.Name] = append([]string{}, a.Nft.Elements[s.Name]...)
+					table.Sets[s.Name] = append([]string{}, a.Nft.Elements[s.Name]...)
 				}
 			default:
 				for set, els := range a.Nft.Del {
-					obs.Table.Sets[set], _ = diff(els, obs.Table.Sets[set]) // what is left
+					table.Sets[set], _ = diff(els, table.Sets[set]) // what is left
 				}
 				for set, els := range a.Nft.Add {
-					obs.Table.Sets[set] = append(obs.Table.Sets[set], els...)
+					table.Sets[set] = append(table.Sets[set], els...)
 				}
 			}
 		}
@@ -264,7 +273,7 @@ func TestDriftRebuildsOnlyWhatIsWrong(t *testing.T) {
 	// Someone deletes one rule: the table is rebuilt.
 	obs.Table.Chains["forward"] = obs.Table.Chains["forward"][1:]
 	p, _ = Build(cfg, obs, Options{})
-	if len(p.Actions) != 1 || p.Actions[0].Op != OpNft || !p.Actions[0].Nft.Rebuild {
+	if len(p.Actions) != 1 || p.Actions[0].Op != OpNft || !p.Actions[0].Nft.Rebuild || p.Actions[0].Nft.Ruleset.Family != knftables.InetFamily {
 		t.Fatalf("want one nft rebuild, got:\n%s", p)
 	}
 	simulate(obs, p)

@@ -49,6 +49,9 @@ type Link struct {
 	Up     bool
 	HWAddr string
 	Addrs  []netip.Prefix
+	// Isolated is the bridge port flag (only read for ports of kvmnet's
+	// bridges).
+	Isolated bool
 }
 
 // Observed is a fresh observation of the kernel.
@@ -56,7 +59,9 @@ type Observed struct {
 	Links            map[string]Link
 	DefaultRouteLink string
 	Table            TableState
-	Sysctls          map[string]string
+	// Bridge is kvmnet's bridge-family table (port security).
+	Bridge  TableState
+	Sysctls map[string]string
 	// Listeners are the host's listening TCP and bound UDP sockets.
 	Listeners []Listener
 }
@@ -96,6 +101,7 @@ const (
 	OpSysctl    Op = "sysctl"
 	OpDelLink   Op = "del-link"
 	OpCtDelete  Op = "conntrack-delete"
+	OpIsolate   Op = "set-isolated"
 )
 
 // Flow names the connections of one revoked forward: original destination
@@ -163,6 +169,11 @@ func (a Action) String() string {
 			return fmt.Sprintf("ip link set %s up", a.Link)
 		}
 		return fmt.Sprintf("ip link set %s down", a.Link)
+	case OpIsolate:
+		if a.Up {
+			return fmt.Sprintf("bridge link set dev %s isolated on", a.Link)
+		}
+		return fmt.Sprintf("bridge link set dev %s isolated off", a.Link)
 	case OpSetMaster:
 		if a.Master == "" {
 			return fmt.Sprintf("ip link set %s nomaster", a.Link)
@@ -183,7 +194,7 @@ func (a Action) String() string {
 		}
 		return strings.Join(lines, "\n")
 	case OpNft:
-		tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+		tx := knftables.NewFake(a.Nft.Ruleset.Family, TableName).NewTransaction()
 		a.Nft.Transaction(tx)
 		return "nft -f - <<EOF\n" + tx.String() + "EOF"
 	}
@@ -232,7 +243,7 @@ func (p *Plan) Summary() string {
 		counts[a.Op]++
 	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
+	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}

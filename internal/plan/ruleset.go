@@ -68,8 +68,11 @@ type Set struct {
 	// Dynamic sets are filled by the rules themselves (rate meters); the
 	// planner never reconciles their elements.
 	Dynamic bool
-	Timeout string
-	Comment string
+	// NoTimeout dynamic sets keep elements until deleted (ct count needs
+	// that).
+	NoTimeout bool
+	Timeout   string
+	Comment   string
 }
 
 // Priorities of kvmnet's base chains, named after nft's own.
@@ -180,13 +183,17 @@ func (r RateClass) meterSet() string { return r.name() + "_meter" }
 
 // Ruleset is the whole desired table but for the elements.
 type Ruleset struct {
+	// Family is the table's family: inet (routing, NAT, forwards) or
+	// bridge (port security).
+	Family knftables.Family
 	Chains []Chain
 	Sets   []Set
 }
 
-// DesiredRuleset returns the table for the given rate classes.
-func DesiredRuleset(classes []RateClass) Ruleset {
-	rs := Ruleset{Sets: append([]Set(nil), baseSets...)}
+// DesiredRuleset returns the inet table for the given rate classes of
+// forwards and connection limits of guests.
+func DesiredRuleset(classes []RateClass, connLimits []int) Ruleset {
+	rs := Ruleset{Family: knftables.InetFamily, Sets: append([]Set(nil), baseSets...)}
 	sort.Slice(classes, func(i, j int) bool { return classes[i].name() < classes[j].name() })
 	for _, c := range baseChains {
 		c.Rules = append([]Rule(nil), c.Rules...)
@@ -198,6 +205,16 @@ func DesiredRuleset(classes []RateClass) Ruleset {
 					Comment: fmt.Sprintf("forward-rate-%d/%s-drop", rc.Count, rc.Unit),
 				})
 			}
+			// A guest's tracked connections are capped (maxConnections), one
+			// rule per distinct cap; guests are keyed by their bound
+			// addresses, which spoofguard makes trustworthy.
+			sort.Ints(connLimits)
+			for _, n := range connLimits {
+				c.Rules = append(c.Rules, Rule{
+					Rule:    fmt.Sprintf(`ct state new ip saddr @climit_%d_keys add @climit_%d_meter { ip saddr ct count over %d } counter drop`, n, n, n),
+					Comment: fmt.Sprintf("guest-connections-over-%d-drop", n),
+				})
+			}
 		}
 		rs.Chains = append(rs.Chains, c)
 	}
@@ -205,6 +222,12 @@ func DesiredRuleset(classes []RateClass) Ruleset {
 		rs.Sets = append(rs.Sets,
 			Set{Name: rc.KeysSet(), Type: "ipv4_addr . inet_proto . inet_service", Comment: fmt.Sprintf("forwards limited to %d/%s per source", rc.Count, rc.Unit)},
 			Set{Name: rc.meterSet(), Type: "ipv4_addr . ipv4_addr . inet_proto . inet_service", Dynamic: true, Timeout: "1m", Comment: "source . forward meters"},
+		)
+	}
+	for _, n := range connLimits {
+		rs.Sets = append(rs.Sets,
+			Set{Name: fmt.Sprintf("climit_%d_keys", n), Type: "ipv4_addr", Comment: fmt.Sprintf("guests limited to %d connections", n)},
+			Set{Name: fmt.Sprintf("climit_%d_meter", n), Type: "ipv4_addr", Dynamic: true, NoTimeout: true, Comment: "connection counts"},
 		)
 	}
 	return rs
@@ -244,8 +267,23 @@ var TableComment = func() string {
 // ruleset version, e.g. "ruleset_8cc10f9396b1".
 const VersionChainPrefix = "ruleset_"
 
-// VersionChain is the name of that chain for this version.
-var VersionChain = VersionChainPrefix + strings.TrimPrefix(TableComment, "kvmnet ruleset ")
+// versionChain is the name of the version chain for a table comment.
+func versionChain(comment string) string {
+	return VersionChainPrefix + strings.TrimPrefix(comment, "kvmnet ruleset ")
+}
+
+// BridgeTableComment is TableComment for the bridge table.
+var BridgeTableComment = func() string {
+	h := sha256.New()
+	for _, r := range bridgeRules {
+		fmt.Fprintf(h, "%s # %s\n", r.Rule, r.Comment)
+	}
+	for _, s := range DesiredBridgeRuleset(nil).Sets {
+		fmt.Fprintf(h, "set %s %s %t\n", s.Name, s.Type, s.Dynamic)
+	}
+	fmt.Fprintf(h, "storm %s\n", DesiredBridgeRuleset([]StormClass{{1, "second"}}).Chains[0].Rules[0].Rule)
+	return "kvmnet ruleset " + hex.EncodeToString(h.Sum(nil))[:12]
+}()
 
 // VersionFromChain returns the TableComment a version chain stands for.
 func VersionFromChain(name string) (string, bool) {
@@ -298,6 +336,9 @@ type TableState struct {
 type NftChange struct {
 	// Ruleset is the desired table (chains, sets).
 	Ruleset Ruleset
+	// Version is the table's version comment (TableComment or
+	// BridgeTableComment).
+	Version string
 	// Rebuild deletes (if Exists) and recreates the table with Elements.
 	Rebuild bool
 	Exists  bool
@@ -320,8 +361,8 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 		if c.Exists {
 			tx.Delete(&knftables.Table{})
 		}
-		tx.Add(&knftables.Table{Comment: knftables.PtrTo(TableComment)})
-		tx.Add(&knftables.Chain{Name: VersionChain, Comment: knftables.PtrTo("version of kvmnet's ruleset; empty")})
+		tx.Add(&knftables.Table{Comment: knftables.PtrTo(c.Version)})
+		tx.Add(&knftables.Chain{Name: versionChain(c.Version), Comment: knftables.PtrTo("version of kvmnet's ruleset; empty")})
 		for _, s := range c.Ruleset.Sets {
 			comment := s.Comment
 			if s.Map != "" {
@@ -333,7 +374,10 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 				set.Flags = append(set.Flags, knftables.IntervalFlag)
 			}
 			if s.Dynamic {
-				set.Flags = append(set.Flags, knftables.DynamicFlag, knftables.TimeoutFlag)
+				set.Flags = append(set.Flags, knftables.DynamicFlag)
+				if !s.NoTimeout {
+					set.Flags = append(set.Flags, knftables.TimeoutFlag)
+				}
 			}
 			tx.Add(set)
 		}
@@ -402,8 +446,11 @@ func (c *NftChange) Empty() bool {
 }
 
 // SetType returns the definition of a set or map kvmnet may have in its
-// table, by name, including the sets of rate classes.
-func SetType(name string) (Set, bool) {
+// table of family, by name, including the sets of rate classes.
+func SetType(family knftables.Family, name string) (Set, bool) {
+	if family == knftables.BridgeFamily {
+		return bridgeSetType(name)
+	}
 	for _, s := range baseSets {
 		if s.Name == name {
 			return s, true
@@ -413,7 +460,14 @@ func SetType(name string) (Set, bool) {
 	var unit, kind string
 	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "rl %d %s %s", &count, &unit, &kind); n == 3 {
 		rc := RateClass{Count: count, Unit: unit}
-		for _, s := range DesiredRuleset([]RateClass{rc}).Sets {
+		for _, s := range DesiredRuleset([]RateClass{rc}, nil).Sets {
+			if s.Name == name {
+				return s, true
+			}
+		}
+	}
+	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "climit %d %s", &count, &kind); n == 2 {
+		for _, s := range DesiredRuleset(nil, []int{int(count)}).Sets {
 			if s.Name == name {
 				return s, true
 			}

@@ -210,7 +210,7 @@ func (w *world) dumps() map[string]string {
 	})
 	d := map[string]string{}
 	for name, args := range map[string][]string{
-		"nft":     {"nft", "list", "ruleset"},
+		"nft":     nstest.NftTables,
 		"link":    {"ip", "-d", "link", "show"},
 		"addr":    {"ip", "addr", "show"},
 		"route":   {"ip", "route", "show", "table", "all"},

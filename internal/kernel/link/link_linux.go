@@ -29,6 +29,8 @@ type Link struct {
 	Up     bool // administratively up (IFF_UP)
 	HWAddr string
 	Addrs  []netip.Prefix // IPv4 addresses, scope global
+	// Isolated is the bridge port flag, read for enslaved links only.
+	Isolated bool
 }
 
 // TapOptions are the parameters of a persistent tap (`ip tuntap add`).
@@ -117,16 +119,25 @@ func (h *Handle) List() ([]Link, error) {
 	out := make([]Link, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
+		isolated := false
+		if a.MasterIndex != 0 {
+			// One request per bridge port: IFLA_BRPORT_ISOLATED is not in
+			// the link dump's attributes this library decodes.
+			if pi, err := h.nl.LinkGetProtinfo(l); err == nil {
+				isolated = pi.Isolated
+			}
+		}
 		out = append(out, Link{
-			Name:   a.Name,
-			Index:  a.Index,
-			Kind:   l.Type(),
-			Alias:  a.Alias,
-			Master: names[a.MasterIndex],
-			MTU:    a.MTU,
-			Up:     a.Flags&net.FlagUp != 0,
-			HWAddr: a.HardwareAddr.String(),
-			Addrs:  addrs[a.Index],
+			Isolated: isolated,
+			Name:     a.Name,
+			Index:    a.Index,
+			Kind:     l.Type(),
+			Alias:    a.Alias,
+			Master:   names[a.MasterIndex],
+			MTU:      a.MTU,
+			Up:       a.Flags&net.FlagUp != 0,
+			HWAddr:   a.HardwareAddr.String(),
+			Addrs:    addrs[a.Index],
 		})
 	}
 	return out, nil
@@ -425,6 +436,18 @@ func (h *Handle) SetHWAddr(name, mac string) error {
 	}
 	if err := h.nl.LinkSetHardwareAddr(l, hw); err != nil {
 		return fmt.Errorf("setting address %s on %q: %w", mac, name, err)
+	}
+	return nil
+}
+
+// SetIsolated is `bridge link set dev NAME isolated on|off`.
+func (h *Handle) SetIsolated(name string, on bool) error {
+	l, err := h.byName(name)
+	if err != nil {
+		return err
+	}
+	if err := h.nl.LinkSetIsolated(l, on); err != nil {
+		return fmt.Errorf("setting isolated=%t on bridge port %q: %w", on, name, err)
 	}
 	return nil
 }

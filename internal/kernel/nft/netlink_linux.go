@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
@@ -23,24 +25,36 @@ import (
 
 // fieldLen is the width of each datatype inside a concatenation, where
 // every field takes whole 32-bit registers.
-var fieldLen = map[string]int{"ipv4_addr": 4, "inet_proto": 4, "inet_service": 4, "ifname": 16}
+var fieldLen = map[string]int{"ipv4_addr": 4, "inet_proto": 4, "inet_service": 4, "ifname": 16, "ether_addr": 8}
 
 // ObserveNetlink reads table inet kvmnet of the namespace nsFD refers to.
 func ObserveNetlink(nsFD int) (plan.TableState, error) {
+	return ObserveFamily(nsFD, knftables.InetFamily)
+}
+
+// families maps knftables families to the netlink library's.
+var families = map[knftables.Family]nftables.TableFamily{
+	knftables.InetFamily:   nftables.TableFamilyINet,
+	knftables.BridgeFamily: nftables.TableFamilyBridge,
+}
+
+// ObserveFamily reads kvmnet's table of family fam.
+func ObserveFamily(nsFD int, fam knftables.Family) (plan.TableState, error) {
+	nfam := families[fam]
 	st := plan.TableState{Chains: map[string][]string{}, Sets: plan.Elements{}}
 	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
 	if err != nil {
 		return st, fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
-	table, err := c.ListTableOfFamily(plan.TableName, nftables.TableFamilyINet)
+	table, err := c.ListTableOfFamily(plan.TableName, nfam)
 	if errors.Is(err, unix.ENOENT) {
 		return st, nil
 	}
 	if err != nil {
-		return st, fmt.Errorf("reading table inet %s: %w", plan.TableName, err)
+		return st, fmt.Errorf("reading table %s %s: %w", fam, plan.TableName, err)
 	}
 	st.Exists = true
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	chains, err := c.ListChainsOfTableFamily(nfam)
 	if err != nil {
 		return st, fmt.Errorf("listing chains: %w", err)
 	}
@@ -70,7 +84,7 @@ func ObserveNetlink(nsFD int) (plan.TableState, error) {
 		if s.Anonymous {
 			continue
 		}
-		def, ok := plan.SetType(s.Name)
+		def, ok := plan.SetType(fam, s.Name)
 		if !ok || def.Dynamic {
 			// Not one of ours (the table is then rebuilt), or filled by
 			// the kernel: the name is enough.
@@ -190,6 +204,8 @@ func decodeField(t string, b, end []byte) (string, error) {
 		return strconv.Itoa(int(binary.BigEndian.Uint16(b[:2]))), nil
 	case "ifname":
 		return strings.TrimRight(string(b), "\x00"), nil
+	case "ether_addr":
+		return net.HardwareAddr(b[:6]).String(), nil
 	}
 	return "", fmt.Errorf("unknown datatype %q", t)
 }

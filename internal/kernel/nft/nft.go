@@ -18,9 +18,10 @@ import (
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
-// NFT drives the nft binary for table inet kvmnet.
+// NFT drives the nft binary for kvmnet's two tables: inet kvmnet and
+// bridge kvmnet.
 type NFT struct {
-	kn   knftables.Interface
+	kn   map[knftables.Family]knftables.Interface
 	path string
 }
 
@@ -31,11 +32,15 @@ func New() (*NFT, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: the nft command is not installed (install it with `apt-get install nftables`): %w", err)
 	}
-	kn, err := knftables.New(knftables.InetFamily, plan.TableName)
-	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
+	n := &NFT{kn: map[knftables.Family]knftables.Interface{}, path: path}
+	for _, fam := range []knftables.Family{knftables.InetFamily, knftables.BridgeFamily} {
+		kn, err := knftables.New(fam, plan.TableName)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: %w", err)
+		}
+		n.kn[fam] = kn
 	}
-	return &NFT{kn: kn, path: path}, nil
+	return n, nil
 }
 
 // run executes nft with args and optional stdin, with LC_ALL=C because
@@ -192,35 +197,40 @@ func valueString(v any) (string, error) {
 	return "", fmt.Errorf("unexpected element %v", v)
 }
 
-// Apply runs the change as one transaction.
+// Apply runs the change as one transaction on the table of its family.
 func (n *NFT) Apply(ctx context.Context, ch *plan.NftChange) error {
-	tx := n.kn.NewTransaction()
+	fam := ch.Ruleset.Family
+	kn, ok := n.kn[fam]
+	if !ok {
+		return fmt.Errorf("updating nftables: no table of family %q", fam)
+	}
+	tx := kn.NewTransaction()
 	ch.Transaction(tx)
-	if err := n.kn.Run(ctx, tx); err != nil {
-		return fmt.Errorf("updating nftables table inet %s: %w", plan.TableName, err)
+	if err := kn.Run(ctx, tx); err != nil {
+		return fmt.Errorf("updating nftables table %s %s: %w", fam, plan.TableName, err)
 	}
 	return nil
 }
 
-// Snapshot returns the table as nft text ("" when it does not exist), for
-// Restore to put back if a later step of an apply fails.
-func (n *NFT) Snapshot(ctx context.Context) (string, error) {
-	out, err := n.run(ctx, "", "list", "table", "inet", plan.TableName)
+// Snapshot returns the table of family as nft text ("" when it does not
+// exist), for Restore to put back if a later step of an apply fails.
+func (n *NFT) Snapshot(ctx context.Context, fam knftables.Family) (string, error) {
+	out, err := n.run(ctx, "", "list", "table", string(fam), plan.TableName)
 	if isNoTable(err) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("saving nftables table inet %s: %w", plan.TableName, err)
+		return "", fmt.Errorf("saving nftables table %s %s: %w", fam, plan.TableName, err)
 	}
 	return out, nil
 }
 
-// Restore replaces the table with a Snapshot, atomically: the leading
-// `add table` makes the `delete table` safe when it does not exist.
-func (n *NFT) Restore(ctx context.Context, snapshot string) error {
-	script := fmt.Sprintf("add table inet %s\ndelete table inet %s\n%s", plan.TableName, plan.TableName, snapshot)
+// Restore replaces the table of family with a Snapshot, atomically: the
+// leading `add table` makes the `delete table` safe when it does not exist.
+func (n *NFT) Restore(ctx context.Context, fam knftables.Family, snapshot string) error {
+	script := fmt.Sprintf("add table %s %s\ndelete table %s %s\n%s", fam, plan.TableName, fam, plan.TableName, snapshot)
 	if _, err := n.run(ctx, script, "-f", "-"); err != nil {
-		return fmt.Errorf("restoring nftables table inet %s: %w", plan.TableName, err)
+		return fmt.Errorf("restoring nftables table %s %s: %w", fam, plan.TableName, err)
 	}
 	return nil
 }

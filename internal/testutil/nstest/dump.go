@@ -8,17 +8,22 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // DumpCommands are the independent views of a namespace's network state
 // that tests compare before and after a change.
 var DumpCommands = [][]string{
-	{"nft", "list", "ruleset"},
+	NftTables,
 	{"ip", "-d", "link", "show"},
 	{"ip", "addr", "show"},
 	{"ip", "route", "show", "table", "all"},
 	{"sysctl", "net.ipv4.ip_forward"},
 }
+
+// NftTables lists every nftables table, in name order: `nft list ruleset`
+// lists them in creation order, and restoring one table moves it last.
+var NftTables = []string{"sh", "-c", `nft list tables | sort | while read -r _ fam name; do nft list table "$fam" "$name"; done`}
 
 // volatile matches what changes by itself between two dumps of the same
 // state: bridge timers that tick, IPv6 duplicate address detection in
@@ -99,5 +104,19 @@ func SemanticDump(t testing.TB, ns string) string {
 		lines = append(lines, "route "+strings.ReplaceAll(r, " linkdown", ""))
 	}
 	sort.Strings(lines)
-	return strings.Join(lines, "\n") + "\n## nft\n" + Run(t, ns, "nft", "list", "ruleset") + Run(t, ns, "sysctl", "net.ipv4.ip_forward")
+	return strings.Join(lines, "\n") + "\n## nft\n" + Run(t, ns, NftTables...) + Run(t, ns, "sysctl", "net.ipv4.ip_forward")
+}
+
+// WaitDAD waits until no IPv6 address in ns is tentative: a fresh link's
+// link-local address adds a local route when duplicate address detection
+// ends, a change no test should mistake for its own.
+func WaitDAD(t testing.TB, ns string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.TrimSpace(Run(t, ns, "ip", "-6", "addr", "show", "tentative")) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 addresses in %s still tentative after 10s", ns)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
 }

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// run runs a command and returns its stdout. It runs with LC_ALL=C so the
+// messages quoted in errors read the same everywhere. On failure the error
+// names the command and carries its stderr (or its stdout when stderr is
+// empty).
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		out := strings.TrimSpace(stderr.String())
+		if out == "" {
+			out = strings.TrimSpace(stdout.String())
+		}
+		if out != "" {
+			return stdout.String(), fmt.Errorf("running `%s %s`: %w: %s", name, strings.Join(args, " "), err, out)
+		}
+		return stdout.String(), fmt.Errorf("running `%s %s`: %w", name, strings.Join(args, " "), err)
+	}
+	return stdout.String(), nil
+}
+
+// ipCmds runs `ip` commands in order and stops at the first failure.
+func ipCmds(ctx context.Context, cmds ...[]string) error {
+	for _, c := range cmds {
+		if _, err := run(ctx, "ip", c...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inNS runs a command in namespace ns (`ip netns exec`).
+func inNS(ctx context.Context, ns string, args ...string) (string, error) {
+	return run(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+// errNotYet is what a poll condition returns while it is not met.
+var errNotYet = errors.New("not yet")
+
+// poll calls cond every interval until it returns nil, a hard error (not
+// wrapping errNotYet), or timeout passes.
+func poll(parent context.Context, what string, timeout, interval time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil || !errors.Is(err, errNotYet) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			if parent.Err() != nil {
+				return fmt.Errorf("waiting for %s: %w", what, parent.Err())
+			}
+			return fmt.Errorf("waiting for %s: gave up after %s: %w", what, timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// listening reports whether process pid's network namespace has a socket
+// bound to port (TCP in LISTEN state, or any UDP socket), read from
+// /proc/PID/net as `ss` would.
+func listening(pid int, proto string, port uint16) (bool, error) {
+	want := fmt.Sprintf(":%04X", port)
+	for _, file := range []string{proto, proto + "6"} {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/" + file)
+		if err != nil {
+			return false, err
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 4 || !strings.HasSuffix(f[1], want) {
+				continue
+			}
+			// st: 0A is TCP_LISTEN; a bound UDP socket shows 07 (CLOSE).
+			if proto == "udp" || f[3] == "0A" {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// daemonProc is a long-running process the bench started (an iperf3
+// server, the kvmnet daemon, dnsmasq): it is stopped with SIGTERM, then
+// SIGKILL.
+type daemonProc struct {
+	what string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // of Wait, once done is closed
+}
+
+// startProc starts cmd and reaps it in the background.
+func startProc(what string, cmd *exec.Cmd) (*daemonProc, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", what, err)
+	}
+	p := &daemonProc{what: what, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has ended.
+func (p *daemonProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the process: SIGTERM, and SIGKILL after grace.
+func (p *daemonProc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(grace):
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// startDaemon starts `kvmnet --netns NS --state-dir DIR daemon`, its log in
+// DIR/daemon.log, and waits until it serves DHCP: the daemon listens on its
+// socket first and opens the DHCP servers once the stored file is applied,
+// so a bound UDP port 67 means it is ready. The daemon re-executes itself in
+// the namespace under the same pid, so /proc/PID/net is the namespace's.
+func startDaemon(ctx context.Context, kvmnet, ns, stateDir string) (*daemonProc, error) {
+	logPath := filepath.Join(stateDir, "daemon.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(kvmnet, "--netns", ns, "--state-dir", stateDir, "daemon", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	d, err := startProc("kvmnet daemon", cmd)
+	if err != nil {
+		return nil, err
+	}
+	err = poll(ctx, "the kvmnet daemon to serve DHCP", 20*time.Second, 20*time.Millisecond, func() error {
+		if d.exited() {
+			out, _ := os.ReadFile(logPath)
+			return fmt.Errorf("the kvmnet daemon exited: %s", strings.TrimSpace(string(out)))
+		}
+		if ok, _ := listening(d.cmd.Process.Pid, "udp", 67); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	if err != nil {
+		d.stop(5 * time.Second)
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return d, nil
+}
