@@ -40,3 +40,22 @@ test-unit:
 
 clean:
 	rm -rf bin
+
+# Packaging. Man pages and shell completions are generated from the
+# commands themselves, into bin/man and bin/completions; `make deb` builds
+# the Debian package into bin/deb (scripts/build-deb.sh, dpkg-deb only), and
+# scripts/test-deb.sh checks it without changing this machine.
+.PHONY: man completions deb
+
+man: build
+	rm -rf bin/man
+	$(BIN) docs man bin/man
+
+completions: build
+	mkdir -p bin/completions
+	$(BIN) completion bash >bin/completions/kvmnet
+	$(BIN) completion zsh >bin/completions/_kvmnet
+	$(BIN) completion fish >bin/completions/kvmnet.fish
+
+deb:
+	./scripts/build-deb.sh bin/deb

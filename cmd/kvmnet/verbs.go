@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
@@ -140,17 +141,17 @@ nftables table inet kvmnet and puts back the sysctls kvmnet changed
 func newGetCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get networks|vms|forwards|leases",
-		Short:     "Show networks, VM interfaces, port forwards or DHCP leases",
+		Use:       "get networks|vms|ports|forwards|leases",
+		Short:     "Show networks, VM interfaces, port security, port forwards or DHCP leases",
 		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get forwards\n  kvmnet get leases",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"networks", "vms", "forwards", "leases"},
+		ValidArgs: []string{"networks", "vms", "ports", "forwards", "leases"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := args[0]
 			switch what {
-			case "networks", "network", "net", "vms", "vm", "ports", "forwards", "forward", "leases", "lease":
+			case "networks", "network", "net", "vms", "vm", "ports", "port", "forwards", "forward", "leases", "lease":
 			default:
-				return fmt.Errorf("get %q: unknown kind (want networks, vms, forwards or leases)", what)
+				return fmt.Errorf("get %q: unknown kind (want networks, vms, ports, forwards or leases)", what)
 			}
 			if output != "table" && output != "json" && output != "yaml" {
 				return fmt.Errorf("-o %q: unknown format (want table, json or yaml)", output)
@@ -176,7 +177,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 	switch what {
 	case "networks", "network", "net":
 		v = st.Networks
-	case "vms", "vm", "ports":
+	case "vms", "vm", "ports", "port":
 		v = st.VMs
 	case "forwards", "forward":
 		v = st.Forwards
@@ -214,7 +215,18 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		for _, f := range st.Forwards {
 			row(f.Network, f.Proto, f.Port, f.To, dash(strings.Join(f.From, ",")), dash(strings.Join(f.Listen, ",")), f.State, dash(f.RateLimit))
 		}
-	case "vms", "vm", "ports":
+	case "ports", "port":
+		row("TAP", "VM", "NETWORK", "MAC", "IP", "SPOOFGUARD", "ISOLATED", "DROPS")
+		for _, p := range st.VMs {
+			var drops []string
+			for _, r := range plan.DropReasons {
+				if n := p.Drops[r]; n > 0 {
+					drops = append(drops, fmt.Sprintf("%s=%d", r, n))
+				}
+			}
+			row(p.Tap, p.VM, p.Network, p.MAC, dash(p.IP), onOff(p.Spoofguard), onOff(p.Isolated), dash(strings.Join(drops, " ")))
+		}
+	case "vms", "vm":
 		row("VM", "NETWORK", "TAP", "MAC", "IP", "STATE", "LEASE")
 		for _, p := range st.VMs {
 			row(p.VM, p.Network, p.Tap, p.MAC, dash(p.IP), p.State, dash(p.Lease))
@@ -240,6 +252,13 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		}
 	}
 	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 func dash(s string) string {

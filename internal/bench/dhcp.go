@@ -145,9 +145,9 @@ func RunDHCP(ctx context.Context, o DHCPOptions) (rep *DHCPReport, err error) {
 	b.report.Servers = []DHCPServer{*kv, *dm}
 	b.report.Targets = dhcpTargets(b.report)
 	b.report.Notes = []string{
-		"perfdhcp runs in a guest of the NAT network with a static address outside the pool and, as perfdhcp does for DHCPv4, acts as a relay (giaddr set): servers answer it by unicast",
+		"perfdhcp runs in a guest of the NAT network with a static address outside the pool and, as perfdhcp does for DHCPv4, acts as a relay (giaddr set, from UDP port 67): servers answer it by unicast; its port has spoofguard off, since port security rightly drops DHCP server traffic from guests",
 		"both servers serve the same bridge, range, lease time and ruleset (kvmnet's, applied) one after the other, each starting with no leases",
-		fmt.Sprintf("kvmnet stores every lease in its state database (bbolt, synced to disk) before it acknowledges; the state directory is %s", fsOf(b.dir)),
+		fmt.Sprintf("kvmnet stores every lease in its state database (bbolt, synced to disk) before it acknowledges; its state directory is %s", fsOf(b.dir)),
 		"dnsmasq runs with --no-ping (no probe before an offer), --dhcp-authoritative and a lease limit above the client count",
 	}
 	return b.report, nil
@@ -183,8 +183,8 @@ func (o *DHCPOptions) check() error {
 	return nil
 }
 
-// hostFile is the DHCP bench's host file: one NAT network with the load
-// tester's guest on it.
+// dhcpHostFile is the DHCP bench's host file: one NAT network with the
+// load tester's guest on it, with its static address reserved.
 func dhcpHostFile() string {
 	return fmt.Sprintf(`# kvmnet bench dhcp: the host file of the bench's lab
 networks:
@@ -195,8 +195,10 @@ networks:
     dhcp: {range: %s-%s, lease: %s}
 vms:
   - name: %s
-    interfaces: [{network: %s, mac: "%s", tap: %s-0}]
-`, dhcpNetwork, dhcpSubnet, lab.HostUplink, dhcpFirst, dhcpLast, dhcpLease, dhcpClientVM, dhcpNetwork, dhcpClientMAC, dhcpClientVM)
+    # perfdhcp talks as a DHCP relay, from UDP port 67, which port
+    # security forbids guests: the load tester's port goes without.
+    interfaces: [{network: %s, mac: "%s", ip: %s, tap: %s-0, security: {spoofguard: false}}]
+`, dhcpNetwork, dhcpSubnet, lab.HostUplink, dhcpFirst, dhcpLast, dhcpLease, dhcpClientVM, dhcpNetwork, dhcpClientMAC, dhcpClientIP, dhcpClientVM)
 }
 
 // setup builds the lab, applies the host file and gives the load tester
@@ -344,13 +346,28 @@ func (b *dhcpBench) teardown() error {
 	return errors.Join(errs...)
 }
 
-// fsOf names the file system type of dir, for the notes.
+// fsOf names the file system dir is on, for the notes: the type of the
+// longest mount point in /proc/self/mounts that contains it.
 func fsOf(dir string) string {
-	out, err := run(context.Background(), "stat", "-f", "-c", "%T", dir)
+	b, err := os.ReadFile("/proc/self/mounts")
 	if err != nil {
 		return "on an unknown file system"
 	}
-	return "on " + strings.TrimSpace(out)
+	best, typ := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		mnt := f[1]
+		if (dir == mnt || strings.HasPrefix(dir, strings.TrimSuffix(mnt, "/")+"/")) && len(mnt) > len(best) {
+			best, typ = mnt, f[2]
+		}
+	}
+	if typ == "" {
+		return "on an unknown file system"
+	}
+	return fmt.Sprintf("on %s (mounted on %s)", typ, best)
 }
 
 // dhcpTargets checks the issue's DHCP goals.

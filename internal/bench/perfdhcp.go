@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -106,7 +107,12 @@ func ParsePerfDHCP(text string) (PerfDHCP, error) {
 		}
 		val = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(val), "ms"))
 		num := func() float64 {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			// perfdhcp prints "inf" and "nan" for delays of an exchange
+			// that never completed: no figure.
+			f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				return 0
+			}
 			return f
 		}
 		switch key {

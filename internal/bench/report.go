@@ -40,6 +40,10 @@ type NetReport struct {
 	Ratios []RatioResult `json:"ratios,omitempty"`
 	// Targets are the issue's goals, checked where they can be.
 	Targets []Target `json:"targets,omitempty"`
+	// PortSecurity says whether kvmnet enforced port security on the
+	// NAT network's ports during the run: "enforced" or "not enforced"
+	// (empty when no kvmnet path ran).
+	PortSecurity string `json:"portSecurity,omitempty"`
 	// Skipped lists paths not measured, with the reason.
 	Skipped []Skip `json:"skipped,omitempty"`
 	// Notes say what the figures do and do not include.

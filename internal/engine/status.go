@@ -39,6 +39,17 @@ type PortStatus struct {
 	// "detached" (it exists but is not on the network's bridge).
 	State string `json:"state"`
 	Lease string `json:"lease,omitempty"`
+	// Spoofguard and Isolated are the port's security settings.
+	Spoofguard bool `json:"spoofguard"`
+	Isolated   bool `json:"isolated"`
+	// Drops counts frames port security dropped, by reason.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// dropCounter is implemented by kernels that can read port security's
+// drop counters.
+type dropCounter interface {
+	DropCounters() (map[string]map[string]uint64, error)
 }
 
 // ForwardStatus is one row of `kvmnet get forwards`.
@@ -89,7 +100,17 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	return BuildStatus(cfg, rev, obs, leases, time.Now()), nil
+	st := BuildStatus(cfg, rev, obs, leases, time.Now())
+	if dc, ok := e.Kernel.(dropCounter); ok {
+		drops, err := dc.DropCounters()
+		if err != nil {
+			return nil, err
+		}
+		for i := range st.VMs {
+			st.VMs[i].Drops = drops[st.VMs[i].Tap]
+		}
+	}
+	return st, nil
 }
 
 // BuildStatus is the pure part of Status.
@@ -126,7 +147,8 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 		}
 		for _, p := range cfg.Ports(n.Name) {
 			ns.Ports++
-			ps := PortStatus{VM: p.VM, Network: n.Name, Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, State: "waiting"}
+			ps := PortStatus{VM: p.VM, Network: n.Name, Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, State: "waiting",
+				Spoofguard: p.Iface.Security.SpoofguardOn(), Isolated: p.Iface.Security.Isolated}
 			if p.Iface.IP.IsValid() {
 				ps.IP = p.Iface.IP.String()
 			}

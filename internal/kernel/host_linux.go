@@ -123,6 +123,11 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 	return obs, nil
 }
 
+// DropCounters returns port security's drops per tap and reason.
+func (h *Host) DropCounters() (map[string]map[string]uint64, error) {
+	return nft.DropCounters(int(h.ns))
+}
+
 // AddBridge implements apply.Kernel.
 func (h *Host) AddBridge(name string, mtu int, alias string) error {
 	return h.Link.AddBridge(name, mtu, alias)

@@ -17,6 +17,7 @@ const (
 	collectorInterfaces = "interfaces"
 	collectorConntrack  = "conntrack"
 	collectorNft        = "nft"
+	collectorPortSec    = "port_security"
 	collectorDHCP       = "dhcp"
 	collectorForwards   = "forwards"
 )
@@ -55,6 +56,9 @@ func newKernelCollector(opt Options, log *slog.Logger) *kernelCollector {
 	c.sources = append(c.sources, conntrackSource(opt.ProcRoot))
 	if opt.RuleDrops != nil {
 		c.sources = append(c.sources, nftSource(opt.RuleDrops))
+	}
+	if opt.PortSecurityDrops != nil {
+		c.sources = append(c.sources, portSecuritySource(opt.PortSecurityDrops))
 	}
 	if opt.Pools != nil {
 		c.sources = append(c.sources, dhcpSource(opt.Pools))
@@ -228,7 +232,7 @@ func nftSource(drops RuleDropsFunc) source {
 		name:  collectorNft,
 		descs: []*prometheus.Desc{desc},
 		collect: func(ch chan<- prometheus.Metric) error {
-			ctx, cancel := context.WithTimeout(context.Background(), ruleDropsTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), callbackTimeout)
 			defer cancel()
 			m, err := drops(ctx)
 			if err != nil {
@@ -236,6 +240,34 @@ func nftSource(drops RuleDropsFunc) source {
 			}
 			for _, rule := range sortedKeys(m) {
 				ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(m[rule]), rule)
+			}
+			return nil
+		},
+	}
+}
+
+// portSecuritySource exports port security's drop counters by tap and
+// reason. Like the rule counters, they are the kernel's: they restart from
+// zero when the bridge table is rebuilt, which Prometheus reads as a
+// counter reset.
+func portSecuritySource(drops PortSecurityDropsFunc) source {
+	desc := prometheus.NewDesc(namespace+"_port_security_drops_total",
+		"Frames from a VM's tap dropped by port security, by tap and reason (mac, arp, ip, ipv6, dhcp_server, ra, storm). Resets when the table is rebuilt.",
+		[]string{"interface", "reason"}, nil)
+	return source{
+		name:  collectorPortSec,
+		descs: []*prometheus.Desc{desc},
+		collect: func(ch chan<- prometheus.Metric) error {
+			ctx, cancel := context.WithTimeout(context.Background(), callbackTimeout)
+			defer cancel()
+			m, err := drops(ctx)
+			if err != nil {
+				return err
+			}
+			for _, tap := range sortedKeys(m) {
+				for _, reason := range sortedKeys(m[tap]) {
+					ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(m[tap][reason]), tap, reason)
+				}
 			}
 			return nil
 		},

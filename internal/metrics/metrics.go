@@ -64,6 +64,13 @@ type Pool struct {
 	Free int
 }
 
+// PortSecurityDropsFunc returns the frames port security dropped, by tap
+// and reason, e.g. {"web1-0": {"ip": 3, "mac": 1}}: the kernel's counters
+// (the daemon implements it with the nft backend's DropCounters, which
+// reads the drop_REASON sets of table bridge kvmnet). Taps without drops may
+// be left out. ctx carries the scrape's deadline.
+type PortSecurityDropsFunc func(ctx context.Context) (map[string]map[string]uint64, error)
+
 // RuleDropsFunc returns the packet counts of the drop rules of table inet
 // kvmnet, keyed by rule comment, e.g. {"into-nat-drop": 2}. The daemon
 // implements it by running `nft -j list table inet kvmnet` and passing the
@@ -83,6 +90,9 @@ type Options struct {
 	Interfaces func() []Interface
 	// RuleDrops returns the nftables drop counters; see RuleDropsFunc.
 	RuleDrops RuleDropsFunc
+	// PortSecurityDrops returns port security's drop counters; see
+	// PortSecurityDropsFunc.
+	PortSecurityDrops PortSecurityDropsFunc
 	// Pools returns the DHCP pool use of every NAT network with DHCP on.
 	Pools func() []Pool
 	// Forwards returns the number of configured port forwards per network
@@ -97,9 +107,9 @@ type Options struct {
 	Log *slog.Logger
 }
 
-// ruleDropsTimeout bounds one RuleDrops call, so a hung nft cannot hold a
-// scrape forever.
-const ruleDropsTimeout = 5 * time.Second
+// callbackTimeout bounds one RuleDrops or PortSecurityDrops call, so a hung
+// nft or netlink dump cannot hold a scrape forever.
+const callbackTimeout = 5 * time.Second
 
 // durationBuckets cover applies and reconcile passes: from a pass that
 // finds nothing to do (a few milliseconds: one netlink dump, one nft list)
@@ -120,7 +130,6 @@ type Metrics struct {
 	applyDuration     *prometheus.HistogramVec
 	reconcileDuration *prometheus.HistogramVec
 	driftRepairs      *prometheus.CounterVec
-	portSecurityDrops *prometheus.CounterVec
 }
 
 // New creates the registry with kvmnet's collectors over opt, the
@@ -153,11 +162,6 @@ func New(opt Options) *Metrics {
 			Name:      "drift_repairs_total",
 			Help:      "Repairs of drift the reconcile loop made, by kind of repair action.",
 		}, []string{"kind"}),
-		portSecurityDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: namespace,
-			Name:      "port_security_drops_total",
-			Help:      "Packets from a VM interface dropped by port security, by interface and reason.",
-		}, []string{"interface", "reason"}),
 	}
 	for _, r := range []string{ResultOK, ResultError} {
 		// Series exist from the start, so rate() works from the first apply.
@@ -165,7 +169,7 @@ func New(opt Options) *Metrics {
 		m.reconcileDuration.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
-		m.applyDuration, m.reconcileDuration, m.driftRepairs, m.portSecurityDrops,
+		m.applyDuration, m.reconcileDuration, m.driftRepairs,
 		newKernelCollector(opt, log),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -201,21 +205,6 @@ func result(err error) string {
 // would make one series per object.
 func (m *Metrics) DriftRepaired(kind string) {
 	m.driftRepairs.WithLabelValues(kind).Inc()
-}
-
-// AddPortSecurityDrops adds n packets dropped by port security on
-// interface iface for reason (e.g. "spoofed-ip", "spoofed-mac",
-// "connection-limit"). The daemon feeds it with the increase of the kernel's
-// counters since its last reading.
-func (m *Metrics) AddPortSecurityDrops(iface, reason string, n uint64) {
-	m.portSecurityDrops.WithLabelValues(iface, reason).Add(float64(n))
-}
-
-// ForgetInterface deletes the port security series of iface, for an
-// interface removed from the configuration, so series of long-gone taps do
-// not pile up.
-func (m *Metrics) ForgetInterface(iface string) {
-	m.portSecurityDrops.DeletePartialMatch(prometheus.Labels{"interface": iface})
 }
 
 // Handler returns the http.Handler that serves the registry in the

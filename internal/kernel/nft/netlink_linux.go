@@ -209,3 +209,41 @@ func decodeField(t string, b, end []byte) (string, error) {
 	}
 	return "", fmt.Errorf("unknown datatype %q", t)
 }
+
+// DropCounters reads port security's drop counters: for every reason, the
+// packets dropped per tap (the counters of the dynamic drop_REASON sets
+// of the bridge table).
+func DropCounters(nsFD int) (map[string]map[string]uint64, error) {
+	out := map[string]map[string]uint64{}
+	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	table, err := c.ListTableOfFamily(plan.TableName, nftables.TableFamilyBridge)
+	if errors.Is(err, unix.ENOENT) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading table bridge %s: %w", plan.TableName, err)
+	}
+	for _, reason := range plan.DropReasons {
+		set, err := c.GetSetByName(table, plan.DropSet(reason))
+		if err != nil {
+			continue // an older ruleset without this reason
+		}
+		elems, err := c.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("reading drop counters %s: %w", reason, err)
+		}
+		for _, e := range elems {
+			tap := strings.TrimRight(string(e.Key), "\x00")
+			if out[tap] == nil {
+				out[tap] = map[string]uint64{}
+			}
+			if e.Counter != nil {
+				out[tap][reason] = e.Counter.Packets
+			}
+		}
+	}
+	return out, nil
+}
