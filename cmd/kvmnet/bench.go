@@ -63,6 +63,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		ports     int
 		paths     []string
 		chart     string
+		baseline  string
 		probes    int
 		maxSpread float64
 	)
@@ -88,7 +89,8 @@ the end, also on Ctrl-C. Progress goes to standard error.
 Subcommands measure the control plane (apply) and the DHCP server (dhcp).`,
 		Example: `  kvmnet bench
   kvmnet bench --rounds 5 --duration 5s --chart bench.svg
-  kvmnet bench --ports 1000 -o json > ports-1000.json
+  kvmnet bench -o json > ports-0.json
+  kvmnet bench --ports 1000 --baseline ports-0.json
   kvmnet bench --paths raw,nat --rounds 1 --duration 1s
   kvmnet bench apply --sizes 10,100,1000
   kvmnet bench dhcp`,
@@ -101,6 +103,13 @@ Subcommands measure the control plane (apply) and the DHCP server (dhcp).`,
 			rate, err := bench.ParseRate(udpRate)
 			if err != nil {
 				return fmt.Errorf("--udp-rate: %w", err)
+			}
+			var base *bench.NetReport
+			if baseline != "" {
+				// Read before the bench runs: a bad file fails at once.
+				if base, err = readBaseline(baseline); err != nil {
+					return fmt.Errorf("--baseline: %w", err)
+				}
 			}
 			exe, err := os.Executable()
 			if err != nil {
@@ -115,6 +124,9 @@ Subcommands measure the control plane (apply) and the DHCP server (dhcp).`,
 			})
 			if err != nil {
 				return benchErr(ctx, err)
+			}
+			if base != nil {
+				rep.CompareBaseline(base)
 			}
 			if chart != "" {
 				if err := writeChart(chart, rep); err != nil {
@@ -135,9 +147,45 @@ Subcommands measure the control plane (apply) and the DHCP server (dhcp).`,
 	fl.IntVar(&ports, "ports", 0, "extra interfaces (kvmnet-created taps) configured on the NAT network")
 	fl.StringSliceVar(&paths, "paths", nil, "paths to measure (default: "+strings.Join(bench.AllPaths, ",")+")")
 	fl.StringVar(&chart, "chart", "", "also draw the results as an SVG bar chart to `FILE`")
+	fl.StringVar(&baseline, "baseline", "", "compare every path with the same path of an earlier run saved with -o json in `FILE` (say, --ports 0 against --ports 1000)")
 	fl.IntVar(&probes, "probes", 2000, "latency probes per path and round")
 	fl.Float64Var(&maxSpread, "max-spread", bench.DefaultMaxSpread, "warn when a figure's min–max spread exceeds this share of its median")
-	cmd.AddCommand(newBenchApplyCmd(g, f), newBenchDHCPCmd(g, f))
+	cmd.AddCommand(newBenchApplyCmd(g, f), newBenchDHCPCmd(g, f), newBenchShowCmd())
+	return cmd
+}
+
+func newBenchShowCmd() *cobra.Command {
+	var chart, baseline string
+	cmd := &cobra.Command{
+		Use:   "show FILE",
+		Short: "Print a network bench saved with -o json as a table, and draw its chart",
+		Example: `  kvmnet bench -o json > bench.json
+  kvmnet bench show bench.json --chart bench.svg
+  kvmnet bench show ports-1000.json --baseline ports-0.json`,
+		Args:        cobra.ExactArgs(1),
+		Annotations: labHost(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := readBaseline(args[0])
+			if err != nil {
+				return fmt.Errorf("bench show: %w", err)
+			}
+			if baseline != "" {
+				base, err := readBaseline(baseline)
+				if err != nil {
+					return fmt.Errorf("--baseline: %w", err)
+				}
+				rep.CompareBaseline(base)
+			}
+			if chart != "" {
+				if err := writeChart(chart, rep); err != nil {
+					return err
+				}
+			}
+			return rep.WriteTable(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&chart, "chart", "", "draw the results as an SVG bar chart to `FILE`")
+	cmd.Flags().StringVar(&baseline, "baseline", "", "compare every path with the same path of the run saved in `FILE`")
 	return cmd
 }
 
@@ -147,6 +195,22 @@ func benchErr(ctx context.Context, err error) error {
 		return errors.New("bench interrupted; its lab is torn down")
 	}
 	return err
+}
+
+// readBaseline reads a report saved with `kvmnet bench -o json`.
+func readBaseline(path string) (*bench.NetReport, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep bench.NetReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return nil, fmt.Errorf("%s is not the output of `kvmnet bench -o json`: %w", path, err)
+	}
+	if len(rep.Paths) == 0 {
+		return nil, fmt.Errorf("%s has no paths; save a run with `kvmnet bench -o json > %s`", path, path)
+	}
+	return &rep, nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -9,11 +9,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/daemon"
+	"github.com/kvmnet/kvmnet/internal/metrics"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
 	var resync time.Duration
 	var upstreams []string
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Serve DHCP and DNS, adopt late taps, keep the kernel matching, serve the API",
@@ -36,10 +38,22 @@ leaves the kernel as it is.`,
 			defer eng.Store.Close()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
+				MetricsAddr: metricsAddr,
+				RuleDrops: func(ctx context.Context) (map[string]uint64, error) {
+					out, err := host.NFT.ListJSON(ctx)
+					if err != nil || out == "" {
+						return map[string]uint64{}, err
+					}
+					return metrics.ParseDropCounters([]byte(out))
+				},
+				PortSecurityDrops: func(context.Context) (map[string]map[string]uint64, error) {
+					return host.DropCounters()
+				},
 			})
 		},
 	}
 	cmd.Flags().DurationVar(&resync, "resync", 30*time.Second, "period of the safety pass that re-applies the desired state")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9477); off when empty")
 	cmd.Flags().StringSliceVar(&upstreams, "upstream", nil, "DNS upstream `ADDR` (repeatable; default: nameservers of /etc/resolv.conf)")
 	return cmd
 }

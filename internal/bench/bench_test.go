@@ -542,3 +542,38 @@ func TestKvmnetReason(t *testing.T) {
 		t.Errorf("kvmnetReason = %q, want %q", got, want)
 	}
 }
+
+func TestCompareBaseline(t *testing.T) {
+	base := sampleReport()
+	r := sampleReport()
+	r.Settings.Ports = 1000
+	p, _ := r.Path(PathNAT)
+	p.Samples[MetricTCP1] = []float64{10.6e9, 11e9, 11.1e9} // 95.7% of the baseline's 11.5
+	r.Finish(0)
+	r.CompareBaseline(base)
+	q := func(path, metric string) (Ratio, bool) {
+		for _, b := range r.Baseline {
+			if b.Of == path && b.Metric == metric {
+				return b.Ratio, true
+			}
+		}
+		return Ratio{}, false
+	}
+	if got, ok := q(PathRaw, MetricTCP1); !ok || !near(got.Value, 1) {
+		t.Errorf("raw against itself = %+v %v, want 1", got, ok)
+	}
+	if got, ok := q(PathNAT, MetricTCP1); !ok || !near(got.Value, 11.0/11.5) {
+		t.Errorf("nat against baseline = %+v %v", got, ok)
+	}
+	last := r.Targets[len(r.Targets)-1]
+	if last.Met == nil || *last.Met || !strings.Contains(last.Got, "nat TCP 1 stream at 95.7%") {
+		t.Errorf("baseline target = %+v", last)
+	}
+	var b strings.Builder
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "change against the baseline run (0 extra ports there, 1000 here)") {
+		t.Errorf("table lacks the baseline block:\n%s", b.String())
+	}
+}

@@ -38,6 +38,11 @@ type NetReport struct {
 	// Ratios compare paths: every path to raw, nat and forward to routed
 	// and bridged.
 	Ratios []RatioResult `json:"ratios,omitempty"`
+	// Baseline compares every path with the same path of an earlier run
+	// (--baseline FILE): Of is the path, To is "baseline".
+	Baseline []RatioResult `json:"baseline,omitempty"`
+	// BaselineSettings are the settings of that earlier run.
+	BaselineSettings *NetSettings `json:"baselineSettings,omitempty"`
 	// Targets are the issue's goals, checked where they can be.
 	Targets []Target `json:"targets,omitempty"`
 	// PortSecurity says whether kvmnet enforced port security on the
@@ -237,6 +242,44 @@ func (r *NetReport) targets() []Target {
 	return out
 }
 
+// baselineMin is the share of the baseline's throughput every path must
+// keep (the goal for 1,000 extra protected ports against none).
+const baselineMin = 0.97
+
+// CompareBaseline compares every path of r with the same path of base, an
+// earlier run (say, without extra ports), and adds a target: every path
+// keeps at least 97% of its baseline TCP throughput. Call it after Finish.
+func (r *NetReport) CompareBaseline(base *NetReport) {
+	r.Baseline = nil
+	settings := base.Settings
+	r.BaselineSettings = &settings
+	for _, p := range r.Paths {
+		bp, ok := base.Path(p.Name)
+		if !ok {
+			continue
+		}
+		for _, m := range ratioMetrics {
+			if q, ok := RatioOf(p.Get(m), bp.Get(m)); ok {
+				r.Baseline = append(r.Baseline, RatioResult{Of: p.Name, To: "baseline", Metric: m, Ratio: q})
+			}
+		}
+	}
+	worst, worstWhat := math.Inf(1), ""
+	for _, q := range r.Baseline {
+		if (q.Metric == MetricTCP1 || q.Metric == MetricTCP4) && q.Value < worst {
+			m, _ := Metric(q.Metric)
+			worst, worstWhat = q.Value, q.Of+" "+m.Title
+		}
+	}
+	what := fmt.Sprintf("every path >= %.0f%% of its baseline TCP throughput (%d extra ports here, %d in the baseline)", baselineMin*100, r.Settings.Ports, base.Settings.Ports)
+	if math.IsInf(worst, 1) {
+		r.Targets = append(r.Targets, Target{What: what, Got: "no path in common with the baseline"})
+		return
+	}
+	met := worst >= baselineMin
+	r.Targets = append(r.Targets, Target{What: what, Got: fmt.Sprintf("lowest: %s at %.1f%%", worstWhat, worst*100), Met: &met})
+}
+
 // spreadMetrics are the metrics whose spread is checked: the ones the
 // ratios are built from.
 var spreadMetrics = []string{MetricTCP1, MetricTCP4, MetricLatP50, MetricCPU}
@@ -302,6 +345,31 @@ func (r *NetReport) WriteTable(w io.Writer) error {
 			row := []string{"  " + c[0] + " vs " + c[1]}
 			for _, k := range ratioMetrics {
 				q, ok := r.RatioFor(c[0], c[1], k)
+				row = append(row, formatChange(q, ok))
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+		tw.Flush()
+	}
+	if len(r.Baseline) > 0 {
+		fmt.Fprintf(ew, "\nchange against the baseline run (%d extra ports there, %d here):\n", r.BaselineSettings.Ports, r.Settings.Ports)
+		tw = tabwriter.NewWriter(ew, 0, 8, 2, ' ', 0)
+		head := []string{"  PATH"}
+		for _, k := range ratioMetrics {
+			m, _ := Metric(k)
+			head = append(head, strings.ToUpper(m.Title))
+		}
+		fmt.Fprintln(tw, strings.Join(head, "\t"))
+		for _, p := range r.Paths {
+			row := []string{"  " + p.Name}
+			for _, k := range ratioMetrics {
+				var q Ratio
+				ok := false
+				for _, b := range r.Baseline {
+					if b.Of == p.Name && b.Metric == k {
+						q, ok = b.Ratio, true
+					}
+				}
 				row = append(row, formatChange(q, ok))
 			}
 			fmt.Fprintln(tw, strings.Join(row, "\t"))

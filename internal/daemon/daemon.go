@@ -22,6 +22,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/dns"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
+	"github.com/kvmnet/kvmnet/internal/metrics"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
@@ -48,7 +49,14 @@ type Options struct {
 	// Upstreams override the DNS forwarder's upstream resolvers
 	// (default: the nameservers of /etc/resolv.conf).
 	Upstreams []string
-	Log       *slog.Logger
+	// MetricsAddr serves Prometheus metrics on /metrics when set (e.g.
+	// 127.0.0.1:9477); off by default.
+	MetricsAddr string
+	// RuleDrops and PortSecurityDrops read kvmnet's drop counters for
+	// the metrics (nil: those metrics are left out).
+	RuleDrops         metrics.RuleDropsFunc
+	PortSecurityDrops metrics.PortSecurityDropsFunc
+	Log               *slog.Logger
 }
 
 // Daemon serves one namespace.
@@ -66,6 +74,8 @@ type Daemon struct {
 	// port before the ACK goes out; the main loop closes the channel it
 	// is sent once done.
 	bind chan chan struct{}
+
+	metrics *metrics.Metrics
 }
 
 // bindWait bounds how long an ACK waits for its lease to be bound. It also
@@ -104,6 +114,17 @@ func Run(ctx context.Context, opt Options) error {
 		return err
 	}
 	d.log.Info("starting", "socket", opt.Socket, "revision", rev, "networks", len(cfg.Networks))
+	d.metrics = metrics.New(metrics.Options{
+		Interfaces: d.metricInterfaces, RuleDrops: opt.RuleDrops, PortSecurityDrops: opt.PortSecurityDrops,
+		Pools: d.metricPools, Forwards: d.metricForwards, Log: d.log,
+	})
+	if opt.MetricsAddr != "" {
+		go func() {
+			if err := d.metrics.Serve(ctx, opt.MetricsAddr); err != nil {
+				d.log.Error("metrics server stopped", "addr", opt.MetricsAddr, "err", err)
+			}
+		}()
+	}
 	d.converge(ctx, "start")
 	d.setConfig(cfg)
 
@@ -161,13 +182,18 @@ func Run(ctx context.Context, opt Options) error {
 
 // converge re-applies the desired state and logs what it did.
 func (d *Daemon) converge(ctx context.Context, why string) {
+	start := time.Now()
 	p, err := d.opt.Engine.Converge(ctx)
+	d.metrics.ObserveReconcile(time.Since(start), err)
 	if err != nil {
 		d.log.Error("reconcile failed", "trigger", why, "err", err)
 		return
 	}
 	if !p.Empty() {
 		d.log.Info("reconciled", "trigger", why, "actions", p.Summary())
+		for _, a := range p.Actions {
+			d.metrics.DriftRepaired(string(a.Op))
+		}
 	}
 	d.restartRecreated(p)
 	d.mu.Lock()
@@ -216,7 +242,9 @@ func (d *Daemon) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 
 // Apply implements api.Backend: apply, then serve the new state.
 func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
+	start := time.Now()
 	p, err := d.opt.Engine.Apply(ctx, cfg, doc)
+	d.metrics.ObserveApply(time.Since(start), err)
 	if err != nil {
 		return p, err
 	}
@@ -417,6 +445,50 @@ func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
 			return recs
 		},
 	}
+}
+
+// metricInterfaces lists the bridges and taps of the desired state.
+func (d *Daemon) metricInterfaces() []metrics.Interface {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []metrics.Interface
+	if d.cfg == nil {
+		return out
+	}
+	for _, n := range d.cfg.Networks {
+		out = append(out, metrics.Interface{Name: n.Bridge, Network: n.Name})
+		for _, p := range d.cfg.Ports(n.Name) {
+			out = append(out, metrics.Interface{Name: p.Iface.Tap, Network: n.Name, VM: p.VM})
+		}
+	}
+	return out
+}
+
+// metricPools reports the DHCP pools the daemon serves.
+func (d *Daemon) metricPools() []metrics.Pool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []metrics.Pool
+	for _, s := range d.dhcp {
+		p := s.Pool()
+		out = append(out, metrics.Pool{Network: p.Network, Used: p.Used, Free: p.Free})
+	}
+	return out
+}
+
+// metricForwards counts the forwards of each network.
+func (d *Daemon) metricForwards() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]int{}
+	if d.cfg != nil {
+		for _, n := range d.cfg.Networks {
+			if n.Mode == model.ModeNAT {
+				out[n.Name] = len(n.Forwards)
+			}
+		}
+	}
+	return out
 }
 
 // String for logs.

@@ -266,6 +266,34 @@ for _ in range(5000):
 		}
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		scrape := w.mustExec("host", "curl", "-sf", "http://127.0.0.1:9477/metrics")
+		value := func(series string) float64 {
+			for _, line := range strings.Split(scrape, "\n") {
+				if strings.HasPrefix(line, series+" ") {
+					v, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+					return v
+				}
+			}
+			t.Errorf("no series %s in the scrape", series)
+			return -1
+		}
+		// Of the pool, only new1 holds a lease: the others have
+		// reservations, outside the pool's count.
+		if got := value(`kvmnet_dhcp_leases_used{network="dev"}`); got != 1 {
+			t.Errorf("pool leases used: %v, want 1 (new1)", got)
+		}
+		if got := value(`kvmnet_port_security_drops_total{interface="evil-0",reason="ip"}`); got < 3 {
+			t.Errorf("spoof drops of evil-0: %v, want >= 3", got)
+		}
+		if got := value(`kvmnet_conntrack_entries`); got < 1 {
+			t.Errorf("conntrack entries: %v, want the greedy guest's connections", got)
+		}
+		if got := value(`kvmnet_forwards{network="dev"}`); got != 0 {
+			t.Errorf("forwards: %v", got)
+		}
+	})
+
 	ports := w.mustKvmnet("get", "ports")
 	if !regexpLine(ports, "evil-0", "on", "mac=", "arp=", "ip=") || !regexpLine(ports, "open1-0", "off") {
 		t.Errorf("get ports:\n%s", ports)

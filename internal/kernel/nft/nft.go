@@ -63,6 +63,16 @@ func isNoTable(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "No such file or directory")
 }
 
+// ListJSON returns `nft -j list table inet kvmnet` ("" when the table does
+// not exist), for counters.
+func (n *NFT) ListJSON(ctx context.Context) (string, error) {
+	out, err := n.run(ctx, "", "-j", "list", "table", "inet", plan.TableName)
+	if isNoTable(err) {
+		return "", nil
+	}
+	return out, err
+}
+
 // Observe reads table inet kvmnet: its comment, the rule comments of every
 // chain and the elements of every set, with one `nft -j list table`.
 func (n *NFT) Observe(ctx context.Context) (plan.TableState, error) {
