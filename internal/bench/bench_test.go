@@ -362,7 +362,7 @@ func TestSVG(t *testing.T) {
 
 func TestNiceAxis(t *testing.T) {
 	for _, tc := range []struct{ hi, step, top float64 }{
-		{21.3, 5, 25}, {0.16, 0.05, 0.2}, {99, 50, 150}, {0, 1, 1},
+		{21.3, 5, 25}, {0.16, 0.05, 0.2}, {92.6, 20, 100}, {99, 20, 120}, {2.4, 0.5, 3}, {0, 1, 1},
 	} {
 		step, top := niceAxis(tc.hi)
 		if !near(step, tc.step) || !near(top, tc.top) || top < tc.hi {

@@ -127,22 +127,21 @@ func (r *NetReport) panel(b *bytes.Buffer, key string, x0, y0 int) {
 }
 
 // niceAxis returns a tick step of 1, 2 or 5 times a power of ten and the
-// axis maximum, a multiple of the step, so that the axis has 3 to 6 ticks
-// and covers hi with some room.
+// axis top, a multiple of the step: the smallest step that covers hi (with
+// 5% room for the labels) in at most 6 ticks.
 func niceAxis(hi float64) (step, top float64) {
 	if hi <= 0 || math.IsNaN(hi) || math.IsInf(hi, 0) {
 		return 1, 1
 	}
-	raw := hi * 1.15 / 5
-	pow := math.Pow(10, math.Floor(math.Log10(raw)))
-	for _, f := range []float64{1, 2, 5, 10} {
-		if f*pow >= raw {
-			step = f * pow
-			break
+	want := hi * 1.05
+	pow := math.Pow(10, math.Floor(math.Log10(want/6)))
+	for _, f := range []float64{1, 2, 5, 10, 20, 50} {
+		step = f * pow
+		if n := math.Ceil(want / step); n <= 6 {
+			return step, n * step
 		}
 	}
-	top = math.Ceil(hi*1.1/step) * step
-	return step, top
+	return step, math.Ceil(want/step) * step
 }
 
 // formatTick prints a tick value with the decimals its step needs.

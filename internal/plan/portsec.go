@@ -23,6 +23,9 @@ const (
 	// SetSGIP4 holds TAP . IPV4: the addresses a port may use as source
 	// (its reservation, its DHCP lease).
 	SetSGIP4 = "sg_ip4"
+	// SetSGBind holds TAP . MAC . IPV4, for the fast path of bound unicast
+	// TCP: one lookup instead of the whole chain.
+	SetSGBind = "sg_bind"
 )
 
 // DropReasons are the reasons port security drops a frame for; each has a
@@ -36,21 +39,21 @@ func DropSet(reason string) string { return "drop_" + reason }
 // the reason it drops for.
 var bridgeRules = []Rule{
 	// A frame must carry the port's own MAC as its source.
-	{`iifname @sg_ports iifname . ether saddr != @sg_mac update @drop_mac { iifname counter } drop`, "mac"},
+	{`iifname . ether saddr != @sg_mac update @drop_mac { iifname counter } drop`, "mac"},
 	// ARP must name the port's MAC and one of its addresses (0.0.0.0 is
 	// an address probe, RFC 5227): no gateway impersonation.
-	{`iifname @sg_ports iifname . arp saddr ether != @sg_mac update @drop_arp { iifname counter } drop`, "arp-mac"},
-	{`iifname @sg_ports arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @sg_ip4 update @drop_arp { iifname counter } drop`, "arp-ip"},
+	{`iifname . arp saddr ether != @sg_mac update @drop_arp { iifname counter } drop`, "arp-mac"},
+	{`arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @sg_ip4 update @drop_arp { iifname counter } drop`, "arp-ip"},
 	// Guests are DHCP clients, never servers (no rogue DHCP, no RAs).
-	{`iifname @sg_ports udp sport 67 update @drop_dhcp_server { iifname counter } drop`, "dhcp-server"},
-	{`iifname @sg_ports udp sport 547 update @drop_dhcp_server { iifname counter } drop`, "dhcp6-server"},
-	{`iifname @sg_ports icmpv6 type nd-router-advert update @drop_ra { iifname counter } drop`, "ra"},
+	{`udp sport 67 update @drop_dhcp_server { iifname counter } drop`, "dhcp-server"},
+	{`udp sport 547 update @drop_dhcp_server { iifname counter } drop`, "dhcp6-server"},
+	{`icmpv6 type nd-router-advert update @drop_ra { iifname counter } drop`, "ra"},
 	// Before it has an address, a guest may only ask for one.
-	{`iifname @sg_ports ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept`, "dhcp-client"},
-	{`iifname @sg_ports ether type ip iifname . ip saddr != @sg_ip4 update @drop_ip { iifname counter } drop`, "ip"},
+	{`ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept`, "dhcp-client"},
+	{`ether type ip iifname . ip saddr != @sg_ip4 update @drop_ip { iifname counter } drop`, "ip"},
 	// IPv6: link-local and the unspecified address (DAD) only; kvmnet
 	// binds no global IPv6 addresses to guests.
-	{`iifname @sg_ports ether type ip6 ip6 saddr != { ::, fe80::/10 } update @drop_ipv6 { iifname counter } drop`, "ipv6"},
+	{`ether type ip6 ip6 saddr != { ::, fe80::/10 } update @drop_ipv6 { iifname counter } drop`, "ipv6"},
 }
 
 // StormClass is a distinct broadcastLimit: broadcast and multicast frames
@@ -71,16 +74,24 @@ func DesiredBridgeRuleset(storms []StormClass) Ruleset {
 		Set{Name: SetSGPorts, Type: "ifname", Comment: "ports with spoofguard"},
 		Set{Name: SetSGMAC, Type: "ifname . ether_addr", Comment: "port . its mac"},
 		Set{Name: SetSGIP4, Type: "ifname . ipv4_addr", Comment: "port . its addresses"},
+		Set{Name: SetSGBind, Type: "ifname . ether_addr . ipv4_addr", Comment: "port . its mac . its addresses"},
 	)
 	for _, r := range DropReasons {
 		rs.Sets = append(rs.Sets, Set{Name: DropSet(r), Type: "ifname", Dynamic: true, NoTimeout: true, Comment: "drops: " + r})
 	}
 	ch := Chain{Name: "ports", Type: knftables.FilterType, Hook: knftables.PreroutingHook, Priority: knftables.FilterPriority}
+	// Frames from unprotected ports (the uplink, spoofguard: false) leave
+	// at once, and so does the bulk of a protected guest's traffic:
+	// unicast TCP from its own MAC and address.
+	ch.Rules = append(ch.Rules,
+		Rule{`iifname != @sg_ports accept`, "unprotected"},
+		Rule{`ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 meta l4proto tcp iifname . ether saddr . ip saddr @sg_bind accept`, "bound-tcp"},
+	)
 	sort.Slice(storms, func(i, j int) bool { return stormKeys(storms[i]) < stormKeys(storms[j]) })
 	// Storm control first: a flood is cut before it costs more lookups.
 	for _, c := range storms {
 		ch.Rules = append(ch.Rules, Rule{
-			Rule: fmt.Sprintf(`iifname @%s ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 add @%s { iifname limit rate over %d/%s } update @drop_storm { iifname counter } drop`,
+			Rule: fmt.Sprintf(`ether daddr & 01:00:00:00:00:00 == 01:00:00:00:00:00 iifname @%s add @%s { iifname limit rate over %d/%s } update @drop_storm { iifname counter } drop`,
 				stormKeys(c), stormMeter(c), c.Count, c.Unit),
 			Comment: fmt.Sprintf("storm-%d/%s", c.Count, c.Unit),
 		})
@@ -137,6 +148,7 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 	belems[SetSGMAC] = append(belems[SetSGMAC], tap+" . "+p.Iface.HWAddr)
 	for _, a := range addrs {
 		belems[SetSGIP4] = append(belems[SetSGIP4], tap+" . "+a.String())
+		belems[SetSGBind] = append(belems[SetSGBind], tap+" . "+p.Iface.HWAddr+" . "+a.String())
 	}
 	storm := DefaultBroadcastLimit
 	if sec.BroadcastLimit != "" {

@@ -275,13 +275,13 @@ func versionChain(comment string) string {
 // BridgeTableComment is TableComment for the bridge table.
 var BridgeTableComment = func() string {
 	h := sha256.New()
-	for _, r := range bridgeRules {
+	rs := DesiredBridgeRuleset([]StormClass{{Count: 1, Unit: "second"}})
+	for _, r := range rs.Chains[0].Rules {
 		fmt.Fprintf(h, "%s # %s\n", r.Rule, r.Comment)
 	}
-	for _, s := range DesiredBridgeRuleset(nil).Sets {
+	for _, s := range rs.Sets {
 		fmt.Fprintf(h, "set %s %s %t\n", s.Name, s.Type, s.Dynamic)
 	}
-	fmt.Fprintf(h, "storm %s\n", DesiredBridgeRuleset([]StormClass{{1, "second"}}).Chains[0].Rules[0].Rule)
 	return "kvmnet ruleset " + hex.EncodeToString(h.Sum(nil))[:12]
 }()
 

@@ -111,6 +111,12 @@ func TestPortSecurity(t *testing.T) {
 		}
 		w.mustExec("evil", "ip", "link", "set", "eth0", "address", "52:54:00:00:00:12")
 		w.waitFor("evil back with its own MAC", 10*time.Second, func() bool { return w.pings("evil", "192.168.100.1") })
+		// Without spoofguard, a changed MAC passes.
+		w.mustExec("open1", "ip", "link", "set", "eth0", "address", "52:54:00:00:00:98")
+		// Its ARP request tells the gateway the new MAC.
+		w.mustExec("open1", "ip", "neigh", "flush", "dev", "eth0")
+		defer w.mustExec("open1", "ip", "link", "set", "eth0", "address", "52:54:00:00:00:40")
+		w.waitFor("open1 with another MAC to reach the gateway", 10*time.Second, func() bool { return w.pings("open1", "192.168.100.1") })
 	})
 
 	t.Run("ip-spoof", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -116,19 +117,15 @@ func (h *Handle) List() ([]Link, error) {
 	if err != nil {
 		return nil, err
 	}
+	isolated, err := h.isolatedPorts()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Link, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
-		isolated := false
-		if a.MasterIndex != 0 {
-			// One request per bridge port: IFLA_BRPORT_ISOLATED is not in
-			// the link dump's attributes this library decodes.
-			if pi, err := h.nl.LinkGetProtinfo(l); err == nil {
-				isolated = pi.Isolated
-			}
-		}
 		out = append(out, Link{
-			Isolated: isolated,
+			Isolated: isolated[a.Index],
 			Name:     a.Name,
 			Index:    a.Index,
 			Kind:     l.Type(),
@@ -139,6 +136,54 @@ func (h *Handle) List() ([]Link, error) {
 			HWAddr:   a.HardwareAddr.String(),
 			Addrs:    addrs[a.Index],
 		})
+	}
+	return out, nil
+}
+
+// isolatedPorts returns the indexes of bridge ports whose isolated flag is
+// set, from one AF_BRIDGE link dump (`bridge -d link show`). The library's
+// LinkGetProtinfo dumps every port to find one, which made observing a
+// thousand ports quadratic (measured: 5.9 s for a no-op apply).
+func (h *Handle) isolatedPorts() (map[int]bool, error) {
+	sock, err := nl.GetNetlinkSocketAt(h.ns, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink socket: %w", err)
+	}
+	defer sock.Close()
+	var msgs [][]byte
+	for i := 0; i < maxDumpTries; i++ {
+		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
+		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
+		msgs, err = req.Execute(unix.NETLINK_ROUTE, 0)
+		if !errors.Is(err, nl.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing bridge ports: %w", err)
+	}
+	out := map[int]bool{}
+	for _, m := range msgs {
+		ifi := nl.DeserializeIfInfomsg(m)
+		attrs, err := nl.ParseRouteAttr(m[ifi.Len():])
+		if err != nil {
+			return nil, fmt.Errorf("parsing bridge port %d: %w", ifi.Index, err)
+		}
+		for _, a := range attrs {
+			if a.Attr.Type != unix.IFLA_PROTINFO|unix.NLA_F_NESTED {
+				continue
+			}
+			infos, err := nl.ParseRouteAttr(a.Value)
+			if err != nil {
+				return nil, fmt.Errorf("parsing bridge port %d: %w", ifi.Index, err)
+			}
+			for _, info := range infos {
+				if info.Attr.Type == nl.IFLA_BRPORT_ISOLATED && len(info.Value) > 0 && info.Value[0] != 0 {
+					out[int(ifi.Index)] = true
+				}
+			}
+		}
 	}
 	return out, nil
 }
