@@ -69,6 +69,9 @@ type Daemon struct {
 	dhcp map[string]*dhcpServer // by network
 	dns  map[string]*dnsServer  // by network
 	taps map[string]bool        // tap names of the desired state
+	// protected are the MACs of interfaces with spoofguard, whose leases
+	// must be bound before their ACK.
+	protected map[string]bool
 	kick chan struct{}
 	// bind carries requests of DHCP servers to bind a new lease to its
 	// port before the ACK goes out; the main loop closes the channel it
@@ -82,8 +85,16 @@ type Daemon struct {
 // breaks the wait should the main loop be the one closing that server.
 const bindWait = 500 * time.Millisecond
 
-// bindLease asks the main loop to bind new leases and waits for it.
-func (d *Daemon) bindLease() {
+// bindLease asks the main loop to bind a new lease to the port of mac and
+// waits for it. Only guests of the desired state with spoofguard need it:
+// anyone else's ACK goes out at once.
+func (d *Daemon) bindLease(mac string) {
+	d.mu.Lock()
+	protected := d.protected[mac]
+	d.mu.Unlock()
+	if !protected {
+		return
+	}
 	done := make(chan struct{})
 	select {
 	case d.bind <- done:
@@ -287,9 +298,13 @@ func (d *Daemon) setConfig(cfg *model.Config) {
 	d.mu.Lock()
 	d.cfg = cfg
 	d.taps = map[string]bool{}
+	d.protected = map[string]bool{}
 	for _, vm := range cfg.VMs {
 		for _, ifc := range vm.Interfaces {
 			d.taps[ifc.Tap] = true
+			if ifc.Security.SpoofguardOn() {
+				d.protected[ifc.HWAddr] = true
+			}
 		}
 	}
 	d.mu.Unlock()

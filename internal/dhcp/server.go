@@ -45,7 +45,7 @@ type Server struct {
 	inflight sync.WaitGroup
 
 	// onACK runs before an ACK goes out (see OnACK).
-	onACK func()
+	onACK func(mac string)
 }
 
 // OnACK sets fn to run, without the server's lock, after a lease is
@@ -53,7 +53,7 @@ type Server struct {
 // the guest's port there, so the guest's first packet from it passes
 // port security. fn must not block for long; the ACK waits for it. Call it
 // before Start.
-func (s *Server) OnACK(fn func()) { s.onACK = fn }
+func (s *Server) OnACK(fn func(mac string)) { s.onACK = fn }
 
 // New validates cfg and loads the network's persisted leases from leases. It
 // opens no socket; Start does. A nil log discards messages.
@@ -228,7 +228,7 @@ func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 		return
 	}
 	if s.onACK != nil && reply.MessageType() == dhcpv4.MessageTypeAck && !reply.YourIPAddr.IsUnspecified() {
-		s.onACK()
+		s.onACK(m.ClientHWAddr.String())
 	}
 	dst := replyAddr(m, reply)
 	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {

@@ -270,10 +270,9 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 // unsupportedPortSettings refuses per-port settings this version cannot
 // enforce, naming where they are.
 func unsupportedPortSettings(cfg *model.Config, p model.Port) error {
-	path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
-	qos := p.Iface.QoS
-	switch {
-	case qos.Egress != "" || qos.Ingress != "":
+	if qos := p.Iface.QoS; qos.Egress != "" || qos.Ingress != "" {
+		// The path is only worked out for the message: vmIndex is a scan.
+		path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
 		return cfg.Errorf(path+".qos", "vm %q: qos cannot be applied by this version of kvmnet; remove qos:", p.VM)
 	}
 	return nil
