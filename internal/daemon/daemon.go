@@ -72,7 +72,7 @@ type Daemon struct {
 	// protected are the MACs of interfaces with spoofguard, whose leases
 	// must be bound before their ACK.
 	protected map[string]bool
-	kick chan struct{}
+	kick      chan struct{}
 	// bind carries requests of DHCP servers to bind a new lease to its
 	// port before the ACK goes out; the main loop closes the channel it
 	// is sent once done.
