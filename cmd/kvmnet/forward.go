@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -171,16 +169,7 @@ func newForwardLsCmd(g *globals) *cobra.Command {
 		Short: "List the port forwards of the desired state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := g.openBackend(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			file, doc, err := b.Desired(cmd.Context())
-			if err != nil {
-				return err
-			}
-			cfg, err := model.Parse(file, doc)
+			cfg, err := g.loadDesired(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -191,21 +180,8 @@ func newForwardLsCmd(g *globals) *cobra.Command {
 				}
 			}
 			w := cmd.OutOrStdout()
-			switch output {
-			case "json":
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
-			case "yaml":
-				out, err := yaml.MarshalWithOptions(rows, yaml.UseJSONMarshaler())
-				if err != nil {
-					return err
-				}
-				_, err = w.Write(out)
+			if done, err := printData(w, rows, output); done {
 				return err
-			case "table":
-			default:
-				return fmt.Errorf("-o %q: unknown format (want table, json or yaml)", output)
 			}
 			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 			defer tw.Flush()
@@ -221,6 +197,21 @@ func newForwardLsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// loadDesired reads and parses the stored desired state, through the daemon
+// when it runs.
+func (g *globals) loadDesired(ctx context.Context) (*model.Config, error) {
+	b, err := g.openBackend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	file, doc, err := b.Desired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return model.Parse(file, doc)
+}
+
 func newExportCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "export",
@@ -228,16 +219,7 @@ func newExportCmd(g *globals) *cobra.Command {
 		Example: "  kvmnet export > host.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := g.openBackend(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			file, doc, err := b.Desired(cmd.Context())
-			if err != nil {
-				return err
-			}
-			cfg, err := model.Parse(file, doc)
+			cfg, err := g.loadDesired(cmd.Context())
 			if err != nil {
 				return err
 			}

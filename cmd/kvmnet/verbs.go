@@ -187,17 +187,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 			Pools  []engine.PoolStatus `json:"pools"`
 		}{st.Leases, st.Pools}
 	}
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	case "yaml":
-		b, err := yaml.MarshalWithOptions(v, yaml.UseJSONMarshaler())
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
+	if done, err := printData(w, v, format); done {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -252,6 +242,27 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		}
 	}
 	return nil
+}
+
+// printData prints v as JSON or YAML for -o json|yaml and reports whether
+// it did; "table" is left to the caller, anything else is an error.
+func printData(w io.Writer, v any, format string) (bool, error) {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return true, enc.Encode(v)
+	case "yaml":
+		b, err := yaml.MarshalWithOptions(v, yaml.UseJSONMarshaler())
+		if err != nil {
+			return true, err
+		}
+		_, err = w.Write(b)
+		return true, err
+	case "table":
+		return false, nil
+	}
+	return true, fmt.Errorf("-o %q: unknown format (want table, json or yaml)", format)
 }
 
 func onOff(b bool) string {
