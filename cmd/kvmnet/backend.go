@@ -22,6 +22,9 @@ type backend interface {
 	Destroy(ctx context.Context) (*api.PlanResult, error)
 	Status(ctx context.Context) (*engine.Status, error)
 	Desired(ctx context.Context) (file string, doc []byte, err error)
+	Revisions(ctx context.Context) ([]store.Revision, error)
+	Revision(ctx context.Context, rev uint64) ([]byte, error)
+	Events(ctx context.Context, since uint64) ([]store.Event, error)
 	Close()
 }
 
@@ -70,6 +73,16 @@ func (l *local) Destroy(ctx context.Context) (*api.PlanResult, error) {
 func (l *local) Status(ctx context.Context) (*engine.Status, error) { return l.eng.Status(ctx) }
 
 func (l *local) Desired(context.Context) (string, []byte, error) { return l.eng.DesiredDoc() }
+
+func (l *local) Revisions(context.Context) ([]store.Revision, error) { return l.eng.Store.Revisions() }
+
+func (l *local) Revision(_ context.Context, rev uint64) ([]byte, error) {
+	return l.eng.Store.Revision(rev)
+}
+
+func (l *local) Events(_ context.Context, since uint64) ([]store.Event, error) {
+	return l.eng.Store.Events(since)
+}
 
 func (l *local) Close() {
 	l.eng.Store.Close()

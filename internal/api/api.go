@@ -14,11 +14,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // Error codes are stable; clients match on them, never on messages.
@@ -26,6 +28,7 @@ const (
 	CodeInvalidConfig = "invalid-config"
 	CodeApplyFailed   = "apply-failed"
 	CodeBadRequest    = "bad-request"
+	CodeNotFound      = "not-found"
 	CodeInternal      = "internal"
 )
 
@@ -73,6 +76,9 @@ type Backend interface {
 	Destroy(ctx context.Context) (*plan.Plan, error)
 	Status(ctx context.Context) (*engine.Status, error)
 	DesiredDoc() (file string, doc []byte, err error)
+	Revisions() ([]store.Revision, error)
+	Revision(rev uint64) ([]byte, error)
+	Events(since uint64) ([]store.Event, error)
 }
 
 // endpoint is one route of the API.
@@ -115,6 +121,24 @@ var endpoints = []endpoint{
 	{"GET", "/v1/desired", func(b Backend, r *http.Request) (any, error) {
 		file, doc, err := b.DesiredDoc()
 		return FileRequest{File: file, Doc: doc}, err
+	}},
+	{"GET", "/v1/revisions", func(b Backend, r *http.Request) (any, error) {
+		return b.Revisions()
+	}},
+	{"GET", "/v1/revisions/{rev}", func(b Backend, r *http.Request) (any, error) {
+		rev, err := strconv.ParseUint(r.PathValue("rev"), 10, 64)
+		if err != nil {
+			return nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, "revision must be a number"}}
+		}
+		doc, err := b.Revision(rev)
+		if store.IsNotFound(err) {
+			return nil, &Error{Status: http.StatusNotFound, ErrorBody: ErrorBody{CodeNotFound, err.Error()}}
+		}
+		return FileRequest{File: fmt.Sprintf("revision %d", rev), Doc: doc}, err
+	}},
+	{"GET", "/v1/events", func(b Backend, r *http.Request) (any, error) {
+		since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
+		return b.Events(since)
 	}},
 	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
 		return map[string]int{"pid": os.Getpid()}, nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // Client talks to a daemon over its unix socket.
@@ -99,4 +100,23 @@ func (c *Client) Desired(ctx context.Context) (string, []byte, error) {
 	var r FileRequest
 	err := c.do(ctx, "GET", "/v1/desired", nil, &r)
 	return r.File, r.Doc, err
+}
+
+// Revisions lists the stored revisions of the desired state.
+func (c *Client) Revisions(ctx context.Context) ([]store.Revision, error) {
+	var r []store.Revision
+	return r, c.do(ctx, "GET", "/v1/revisions", nil, &r)
+}
+
+// Revision fetches one stored revision.
+func (c *Client) Revision(ctx context.Context, rev uint64) ([]byte, error) {
+	var r FileRequest
+	err := c.do(ctx, "GET", fmt.Sprintf("/v1/revisions/%d", rev), nil, &r)
+	return r.Doc, err
+}
+
+// Events fetches the events after since.
+func (c *Client) Events(ctx context.Context, since uint64) ([]store.Event, error) {
+	var r []store.Event
+	return r, c.do(ctx, "GET", fmt.Sprintf("/v1/events?since=%d", since), nil, &r)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/metrics"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // dhcpServer is a running DHCP server and the bridge it is bound to.
@@ -274,6 +275,15 @@ func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
 	d.setConfig(&model.Config{})
 	return p, nil
 }
+
+// Revisions implements api.Backend.
+func (d *Daemon) Revisions() ([]store.Revision, error) { return d.opt.Engine.Store.Revisions() }
+
+// Revision implements api.Backend.
+func (d *Daemon) Revision(rev uint64) ([]byte, error) { return d.opt.Engine.Store.Revision(rev) }
+
+// Events implements api.Backend.
+func (d *Daemon) Events(since uint64) ([]store.Event, error) { return d.opt.Engine.Store.Events(since) }
 
 // DesiredDoc implements api.Backend.
 func (d *Daemon) DesiredDoc() (string, []byte, error) { return d.opt.Engine.DesiredDoc() }

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,11 +132,14 @@ func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*pla
 		return p, err
 	}
 	if old, rev, err := e.Store.Desired(); err == nil && rev > 0 && bytes.Equal(old, doc) {
+		e.event("apply", p, cfg.Source)
 		return p, nil // the same file again: no new revision
 	}
-	if _, err := e.Store.SaveDesired(doc, cfg.Source); err != nil {
+	rev, err := e.Store.SaveDesired(doc, cfg.Source)
+	if err != nil {
 		return p, fmt.Errorf("the kernel was changed but saving the desired state failed: %w", err)
 	}
+	e.event("apply", p, fmt.Sprintf("%s (revision %d)", cfg.Source, rev))
 	return p, nil
 }
 
@@ -148,7 +153,31 @@ func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.run(ctx, cfg)
+	p, err := e.run(ctx, cfg)
+	if err == nil {
+		// Anything a reconcile had to do is drift: the kernel had moved
+		// away from the desired state.
+		e.event("reconcile", p, "repaired drift")
+	}
+	return p, err
+}
+
+// event records what a non-empty plan did, for `kvmnet events`. Failing to
+// record it is logged, never fatal: the kernel change stands.
+func (e *Engine) event(kind string, p *plan.Plan, what string) {
+	if p == nil || p.Empty() {
+		return
+	}
+	var objects []string
+	for _, a := range p.Actions {
+		if a.Link != "" && !slices.Contains(objects, a.Link) {
+			objects = append(objects, a.Link)
+		}
+	}
+	ev := store.Event{Kind: kind, Object: strings.Join(objects, ","), Message: what + ": " + p.Summary()}
+	if err := e.Store.AddEvent(ev); err != nil {
+		e.Log.Warn("recording event failed", "kind", kind, "err", err)
+	}
 }
 
 // Destroy removes everything kvmnet owns, puts back the sysctls it changed
@@ -160,6 +189,7 @@ func (e *Engine) Destroy(ctx context.Context) (*plan.Plan, error) {
 	if err != nil {
 		return p, err
 	}
+	e.event("destroy", p, "destroy")
 	if _, err := e.Store.SaveDesired(nil, "destroy"); err != nil {
 		return p, err
 	}

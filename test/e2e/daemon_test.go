@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +86,60 @@ func regexpLine(out string, words ...string) bool {
 		}
 	}
 	return false
+}
+
+// TestDriftRepairAndHistory: with the daemon running, someone flushes the
+// whole ruleset and deletes a bridge; the daemon puts both back (its safety
+// pass runs every second in these tests) and records what it did; history
+// and rollback work through the daemon.
+func TestDriftRepairAndHistory(t *testing.T) {
+	w := newWorld(t, natConfig)
+	w.mustKvmnet("apply", "-f", w.file)
+	w.startDaemon()
+	want := w.dumps()
+
+	w.mustExec("host", "nft", "flush", "ruleset")
+	w.mustExec("host", "ip", "link", "del", "kv-test")
+	start := time.Now()
+	w.waitFor("the daemon to repair the drift", 10*time.Second, func() bool {
+		out, err1 := w.exec("host", "nft", "list", "table", "inet", "kvmnet")
+		_, err2 := w.exec("host", "ip", "link", "show", "kv-test")
+		_, err3 := w.exec("host", "nft", "list", "table", "bridge", "kvmnet")
+		return err1 == nil && err2 == nil && err3 == nil && strings.Contains(out, "masquerade")
+	})
+	t.Logf("drift repaired %s after it was made (safety pass every 1s)", time.Since(start).Round(time.Millisecond))
+	got := w.dumps()
+	// A rebuilt table starts its counters from zero.
+	counters := regexp.MustCompile(`counter packets \d+ bytes \d+`)
+	for _, d := range []map[string]string{want, got} {
+		d["nft"] = counters.ReplaceAllString(d["nft"], "counter")
+	}
+	for _, k := range []string{"nft", "forward"} {
+		if got[k] != want[k] {
+			t.Errorf("after repair the %s dump differs:\n--- want\n%s\n--- got\n%s", k, want[k], got[k])
+		}
+	}
+	if ev := w.mustKvmnet("events"); !strings.Contains(ev, "reconcile") || !strings.Contains(ev, "kv-test") {
+		t.Errorf("events do not record the repair:\n%s", ev)
+	}
+	// A guest of the recreated bridge still gets a lease.
+	if ip := w.lease("t1"); !strings.HasPrefix(ip.String(), "192.168.200.") {
+		t.Errorf("t1 after its bridge was recreated: %s", ip)
+	}
+
+	// history and rollback, through the daemon.
+	second := strings.Replace(natConfig, "subnet: 192.168.200.0/24", "subnet: 192.168.210.0/24", 1)
+	if err := os.WriteFile(w.file, []byte(second), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.mustKvmnet("apply", "-f", w.file)
+	hist := w.mustKvmnet("history")
+	if !regexpLine(hist, "1 ") || !regexpLine(hist, "2 ") {
+		t.Fatalf("history:\n%s", hist)
+	}
+	w.mustKvmnet("rollback", "1")
+	w.waitFor("the old subnet back", 5*time.Second, func() bool {
+		out, _ := w.exec("host", "ip", "addr", "show", "kv-test")
+		return strings.Contains(out, "192.168.200.1/24")
+	})
 }

@@ -128,7 +128,7 @@ func (w *world) startDaemon() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cmd := exec.Command(kvmnetBin, "--netns", w.lab.NS("host"), "--state-dir", w.state, "daemon", "--log-level", "debug", "--metrics-addr", "127.0.0.1:9477")
+	cmd := exec.Command(kvmnetBin, "--netns", w.lab.NS("host"), "--state-dir", w.state, "daemon", "--log-level", "debug", "--metrics-addr", "127.0.0.1:9477", "--resync", "1s")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
