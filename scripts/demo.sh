@@ -73,11 +73,23 @@ run "$K" lab exec --prefix "$P" inet -- ping -c1 -W1 192.168.100.10 && exit 1 ||
 run "$K" lab exec --prefix "$P" t1 -- ping -c1 -W1 192.168.100.10 && exit 1 || echo "  -> refused, as it should be"
 run "$K" lab exec --prefix "$P" host -- nft list chain inet kvmnet forward
 
-step "9. What kvmnet shows"
+step "9. A port forward: the internet host reaches web1's web server through the host's port 8080"
+"$K" lab exec --prefix "$P" web1 -- socat TCP-LISTEN:80,reuseaddr,fork 'SYSTEM:echo HTTP/1.0 200 OK; echo; echo hello from web1' &
+WPID=$!
+for _ in $(seq 50); do "$K" lab exec --prefix "$P" web1 -- ss -ltn | grep -q ':80 ' && break; sleep 0.1; done
+run "$K" lab exec --prefix "$P" inet -- curl -s --max-time 3 http://172.30.0.2:8080/
+run "${KH[@]}" get forwards
+kill "$WPID" 2>/dev/null || true
+
+step "10. Port security: db1 pretends to be web1 (spoofed source address); the frames are dropped and counted"
+run "$K" lab exec --prefix "$P" db1 -- hping3 -1 -c 3 -i u100000 -a 192.168.100.10 203.0.113.10 || true
+run "${KH[@]}" get ports
+
+step "11. What kvmnet shows"
 run "${KH[@]}" get vms
 run "${KH[@]}" get leases
 
-step "10. Destroy: everything kvmnet made is gone, ip_forward is back"
+step "12. Destroy: everything kvmnet made is gone, ip_forward is back"
 kill "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=""
 run "${KH[@]}" destroy
 run "$K" lab exec --prefix "$P" host -- nft list ruleset
