@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/kvmnet/kvmnet/internal/api"
 	"github.com/kvmnet/kvmnet/internal/engine"
@@ -95,9 +96,15 @@ func (g *globals) dbPath() string { return filepath.Join(g.StateDir(), "state.db
 // openBackend returns the daemon's API when it answers, else a local engine.
 func (g *globals) openBackend(ctx context.Context) (backend, error) {
 	c := api.NewClient(g.Socket())
-	if _, err := os.Stat(g.Socket()); err == nil && c.Alive(ctx) {
-		g.log.Debug("using the daemon", "socket", g.Socket())
-		return remote{c}, nil
+	if _, err := os.Stat(g.Socket()); err == nil {
+		err := c.Ping(ctx)
+		if err == nil {
+			g.log.Debug("using the daemon", "socket", g.Socket())
+			return remote{c}, nil
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("the daemon's socket %s refuses this user: run as root, or as a member of the group the daemon was given with --socket-group", g.Socket())
+		}
 	}
 	eng, host, err := g.openEngine()
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 func newDaemonCmd(g *globals) *cobra.Command {
 	var resync time.Duration
 	var upstreams []string
-	var metricsAddr string
+	var metricsAddr, socketGroup string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Serve DHCP and DNS, adopt late taps, keep the kernel matching, serve the API",
@@ -38,7 +38,7 @@ leaves the kernel as it is.`,
 			defer eng.Store.Close()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
-				MetricsAddr: metricsAddr,
+				MetricsAddr: metricsAddr, SocketGroup: socketGroup,
 				RuleDrops: func(ctx context.Context) (map[string]uint64, error) {
 					out, err := host.NFT.ListJSON(ctx)
 					if err != nil || out == "" {
@@ -53,6 +53,7 @@ leaves the kernel as it is.`,
 		},
 	}
 	cmd.Flags().DurationVar(&resync, "resync", 30*time.Second, "period of the safety pass that re-applies the desired state")
+	cmd.Flags().StringVar(&socketGroup, "socket-group", "", "let members of `GROUP` use the API socket (default: root only)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9477); off when empty")
 	cmd.Flags().StringSliceVar(&upstreams, "upstream", nil, "DNS upstream `ADDR` (repeatable; default: nameservers of /etc/resolv.conf)")
 	return cmd

@@ -13,10 +13,11 @@ import (
 
 // globals are the flags every command takes.
 type globals struct {
-	netns    string
-	stateDir string
-	logLevel string
-	log      *slog.Logger
+	netns     string
+	stateDir  string
+	logLevel  string
+	logFormat string
+	log       *slog.Logger
 }
 
 // StateDir is where the state database lives for this namespace.
@@ -58,7 +59,16 @@ func newRootCmd() *cobra.Command {
 			if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
 			}
-			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch g.logFormat {
+			case "text":
+				g.log = slog.New(slog.NewTextHandler(os.Stderr, opts))
+			case "json":
+				// One JSON object per line, for journald and log shippers.
+				g.log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+			}
 			// Commands that must not run inside the namespace (lab) opt out.
 			if g.netns != "" && cmd.Annotations["netns"] != "host" {
 				return netnsexec.Enter(g.netns)
@@ -70,6 +80,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.netns, "netns", "", "work inside network namespace `NAME` (as created by `ip netns add`)")
 	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (default /var/lib/kvmnet, or /var/lib/kvmnet/netns/NAME with --netns)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text, or json (one object per line, e.g. under systemd)")
 	root.AddCommand(newPlanCmd(g), newApplyCmd(g), newDestroyCmd(g), newGetCmd(g), newForwardCmd(g), newExportCmd(g), newHistoryCmd(g), newRollbackCmd(g), newEventsCmd(g), newDaemonCmd(g), newDocsCmd(g), newBenchCmd(g), newLabCmd(g))
 	return root
 }

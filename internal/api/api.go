@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -197,9 +198,10 @@ func writeError(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(body)
 }
 
-// Listen opens the unix socket at path, root-only (0600), replacing a stale
-// socket left by a crashed daemon but refusing to steal a live one.
-func Listen(path string) (net.Listener, error) {
+// Listen opens the unix socket at path, root-only (0600) — or readable and
+// writable by group (0660) when group is set — replacing a stale socket
+// left by a crashed daemon but refusing to steal a live one.
+func Listen(path, group string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("creating socket directory: %w", err)
 	}
@@ -212,9 +214,33 @@ func Listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if group != "" {
+		gid, err := lookupGroup(group)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		if err := os.Chown(path, 0, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("giving %s to group %q: %w", path, group, err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		l.Close()
-		return nil, fmt.Errorf("restricting %s to root: %w", path, err)
+		return nil, fmt.Errorf("restricting %s: %w", path, err)
 	}
 	return l, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("--socket-group %q: %w (create the group, or name an existing one)", name, err)
+	}
+	return strconv.Atoi(g.Gid)
 }

@@ -40,6 +40,14 @@ func (c *Client) Alive(ctx context.Context) bool {
 	return c.do(ctx, "GET", "/v1/ping", nil, &out) == nil
 }
 
+// Ping checks that a daemon answers and returns why not.
+func (c *Client) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out map[string]int
+	return c.do(ctx, "GET", "/v1/ping", nil, &out)
+}
+
 // IsUnreachable reports whether err means no daemon listens.
 func IsUnreachable(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)

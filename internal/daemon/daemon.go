@@ -45,6 +45,9 @@ type Options struct {
 	Engine *engine.Engine
 	// Socket is the unix socket of the API.
 	Socket string
+	// SocketGroup may use the socket too (mode 0660); "" keeps it
+	// root-only.
+	SocketGroup string
 	// Resync is the period of the safety pass (default 30s).
 	Resync time.Duration
 	// Upstreams override the DNS forwarder's upstream resolvers
@@ -114,7 +117,7 @@ func Run(ctx context.Context, opt Options) error {
 		opt.Resync = 30 * time.Second
 	}
 	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{})}
-	ln, err := api.Listen(opt.Socket)
+	ln, err := api.Listen(opt.Socket, opt.SocketGroup)
 	if err != nil {
 		return err
 	}

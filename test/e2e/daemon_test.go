@@ -5,8 +5,11 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -127,6 +130,31 @@ func TestDriftRepairAndHistory(t *testing.T) {
 	// A guest of the recreated bridge still gets a lease.
 	if ip := w.lease("t1"); !strings.HasPrefix(ip.String(), "192.168.200.") {
 		t.Errorf("t1 after its bridge was recreated: %s", ip)
+	}
+
+	// The socket is root's alone; another user gets a clear refusal and
+	// changes nothing.
+	sock := filepath.Join(w.state, "kvmnet.sock")
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o600 || st.Uid != 0 {
+		t.Errorf("socket mode %v owner %d, want 0600 root", fi.Mode().Perm(), st.Uid)
+	}
+	// Let nobody reach the socket (the test's temporary directories are
+	// 0700), to be refused by the socket itself.
+	// w.state is TEMPROOT/TestNameNNN/001/state: open those three only.
+	for d, i := w.state, 0; i < 3; d, i = filepath.Dir(d), i+1 {
+		os.Chmod(d, 0o755)
+	}
+	out, err := exec.Command("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+		kvmnetBin, "--state-dir", w.state, "destroy").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "refuses this user") {
+		t.Errorf("a non-root user on the socket: %v\n%s", err, out)
+	}
+	if _, err := w.exec("host", "ip", "link", "show", "kv-dev"); err != nil {
+		t.Error("a refused destroy removed something")
 	}
 
 	// history and rollback, through the daemon.
