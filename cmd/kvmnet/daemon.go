@@ -15,7 +15,7 @@ import (
 func newDaemonCmd(g *globals) *cobra.Command {
 	var resync time.Duration
 	var upstreams []string
-	var metricsAddr, socketGroup string
+	var metricsAddr, socketGroup, apiAddr, tlsCert, tlsKey, tlsCA string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Serve DHCP and DNS, adopt late taps, keep the kernel matching, serve the API",
@@ -39,6 +39,7 @@ leaves the kernel as it is.`,
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
 				MetricsAddr: metricsAddr, SocketGroup: socketGroup,
+				APIAddr: apiAddr, TLSCert: tlsCert, TLSKey: tlsKey, TLSClientCA: tlsCA,
 				RuleDrops: func(ctx context.Context) (map[string]uint64, error) {
 					out, err := host.NFT.ListJSON(ctx)
 					if err != nil || out == "" {
@@ -53,6 +54,10 @@ leaves the kernel as it is.`,
 		},
 	}
 	cmd.Flags().DurationVar(&resync, "resync", 30*time.Second, "period of the safety pass that re-applies the desired state")
+	cmd.Flags().StringVar(&apiAddr, "api-addr", "", "also serve the API on TCP `ADDR`, mutual TLS only (needs --tls-cert, --tls-key, --tls-client-ca)")
+	cmd.Flags().StringVar(&tlsCert, "tls-cert", "", "PEM certificate of the TCP API")
+	cmd.Flags().StringVar(&tlsKey, "tls-key", "", "PEM key of the TCP API")
+	cmd.Flags().StringVar(&tlsCA, "tls-client-ca", "", "PEM CA whose client certificates the TCP API accepts")
 	cmd.Flags().StringVar(&socketGroup, "socket-group", "", "let members of `GROUP` use the API socket (default: root only)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9477); off when empty")
 	cmd.Flags().StringSliceVar(&upstreams, "upstream", nil, "DNS upstream `ADDR` (repeatable; default: nameservers of /etc/resolv.conf)")

@@ -5,6 +5,8 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -243,4 +245,34 @@ func lookupGroup(name string) (int, error) {
 		return 0, fmt.Errorf("--socket-group %q: %w (create the group, or name an existing one)", name, err)
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+// ListenTLS opens a TCP listener that speaks TLS 1.2+ and accepts only
+// clients with a certificate signed by a CA of the PEM file clientCA.
+func ListenTLS(addr, certFile, keyFile, clientCA string) (net.Listener, error) {
+	if certFile == "" || keyFile == "" || clientCA == "" {
+		return nil, fmt.Errorf("--api-addr %s needs --tls-cert, --tls-key and --tls-client-ca: the TCP API only speaks mutual TLS", addr)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the API's certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	pem, err := os.ReadFile(clientCA)
+	if err != nil {
+		return nil, fmt.Errorf("reading client CA %s: %w", clientCA, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("client CA %s holds no PEM certificate", clientCA)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	return tls.NewListener(ln, &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		MinVersion:   tls.VersionTLS12,
+	}), nil
 }

@@ -53,6 +53,11 @@ type Options struct {
 	// Upstreams override the DNS forwarder's upstream resolvers
 	// (default: the nameservers of /etc/resolv.conf).
 	Upstreams []string
+	// APIAddr, when set, serves the API over TCP too, with mutual TLS only:
+	// TLSCert and TLSKey are the server's, and clients must present a
+	// certificate signed by a CA in TLSClientCA. There is no
+	// unauthenticated TCP mode.
+	APIAddr, TLSCert, TLSKey, TLSClientCA string
 	// MetricsAddr serves Prometheus metrics on /metrics when set (e.g.
 	// 127.0.0.1:9477); off by default.
 	MetricsAddr string
@@ -149,6 +154,21 @@ func Run(ctx context.Context, opt Options) error {
 			d.log.Error("api server stopped", "err", err)
 		}
 	}()
+	if opt.APIAddr != "" {
+		tln, err := api.ListenTLS(opt.APIAddr, opt.TLSCert, opt.TLSKey, opt.TLSClientCA)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		tsrv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := tsrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("tls api server stopped", "err", err)
+			}
+		}()
+		defer tsrv.Close()
+		d.log.Info("serving the api over mutual TLS", "addr", opt.APIAddr)
+	}
 
 	done := make(chan struct{})
 	defer close(done)

@@ -60,6 +60,8 @@ type world struct {
 	state  string // kvmnet --state-dir
 	file   string // the host.yaml applied
 	daemon *exec.Cmd
+	// daemonArgs are added to the daemon's command line.
+	daemonArgs []string
 }
 
 func randomPrefix() string {
@@ -128,7 +130,8 @@ func (w *world) startDaemon() {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cmd := exec.Command(kvmnetBin, "--netns", w.lab.NS("host"), "--state-dir", w.state, "daemon", "--log-level", "debug", "--metrics-addr", "127.0.0.1:9477", "--resync", "1s")
+	args := append([]string{"--netns", w.lab.NS("host"), "--state-dir", w.state, "daemon", "--log-level", "debug", "--metrics-addr", "127.0.0.1:9477", "--resync", "1s"}, w.daemonArgs...)
+	cmd := exec.Command(kvmnetBin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
