@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -132,6 +133,31 @@ func TestDriftRepairAndHistory(t *testing.T) {
 		t.Errorf("t1 after its bridge was recreated: %s", ip)
 	}
 
+	// Each other kind of drift, one at a time, repaired within 2 s.
+	for _, d := range []struct {
+		what  string
+		cause []string
+		fixed func() bool
+	}{
+		{"a tap taken off its bridge", []string{"ip", "link", "set", "web1-0", "nomaster"}, func() bool {
+			out, _ := w.exec("host", "ip", "-o", "link", "show", "web1-0")
+			return strings.Contains(out, "master kv-dev")
+		}},
+		{"the gateway address removed", []string{"ip", "addr", "del", "192.168.100.1/24", "dev", "kv-dev"}, func() bool {
+			out, _ := w.exec("host", "ip", "-o", "addr", "show", "kv-dev")
+			return strings.Contains(out, "192.168.100.1/24")
+		}},
+		{"ip_forward reset", []string{"sysctl", "-w", "net.ipv4.ip_forward=0"}, func() bool {
+			out, _ := w.exec("host", "sysctl", "-n", "net.ipv4.ip_forward")
+			return strings.TrimSpace(out) == "1"
+		}},
+	} {
+		w.mustExec("host", d.cause...)
+		start := time.Now()
+		w.waitFor(d.what+" to be repaired", 2*time.Second, d.fixed)
+		t.Logf("%s: repaired after %s", d.what, time.Since(start).Round(time.Millisecond))
+	}
+
 	// The socket is root's alone; another user gets a clear refusal and
 	// changes nothing.
 	sock := filepath.Join(w.state, "kvmnet.sock")
@@ -172,4 +198,53 @@ func TestDriftRepairAndHistory(t *testing.T) {
 		out, _ := w.exec("host", "ip", "addr", "show", "kv-test")
 		return strings.Contains(out, "192.168.200.1/24")
 	})
+}
+
+// TestRestartUnderTraffic: a UDP flow at a fixed rate through NAT loses
+// nothing while the daemon is killed with SIGKILL and started again, and
+// leases are unchanged.
+func TestRestartUnderTraffic(t *testing.T) {
+	w := newWorld(t, natConfig)
+	w.mustKvmnet("apply", "-f", w.file)
+	w.startDaemon()
+	before := w.lease("db1")
+	w.serve("inet", "iperf3", "-s", "-p", "5201")
+	w.waitFor("iperf3 server", 5*time.Second, func() bool {
+		out, _ := w.exec("inet", "ss", "-ltn")
+		return strings.Contains(out, ":5201 ")
+	})
+	flow := w.lab.Command(context.Background(), "db1", "iperf3", "-c", "203.0.113.10", "-u", "-b", "5M", "-t", "6", "-J")
+	var out strings.Builder
+	flow.Stdout = &out
+	if err := flow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Restart in the middle of the flow.
+	w.waitFor("the flow to run", 5*time.Second, func() bool {
+		o, _ := w.exec("host", "conntrack", "-L", "-p", "udp", "--orig-port-dst", "5201")
+		return strings.Contains(o, "5201")
+	})
+	w.stopDaemon()
+	w.startDaemon()
+	if err := flow.Wait(); err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out.String())
+	}
+	var res struct {
+		End struct {
+			Sum struct {
+				Packets     int `json:"packets"`
+				LostPackets int `json:"lost_packets"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil {
+		t.Fatalf("iperf3 JSON: %v\n%s", err, out.String())
+	}
+	t.Logf("%d packets, %d lost across the restart", res.End.Sum.Packets, res.End.Sum.LostPackets)
+	if res.End.Sum.Packets == 0 || res.End.Sum.LostPackets != 0 {
+		t.Errorf("UDP through NAT across a daemon restart: %d packets, %d lost", res.End.Sum.Packets, res.End.Sum.LostPackets)
+	}
+	if after := w.lease("db1"); after != before {
+		t.Errorf("db1's lease changed across the restart: %s -> %s", before, after)
+	}
 }
