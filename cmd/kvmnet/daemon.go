@@ -38,7 +38,7 @@ leaves the kernel as it is.`,
 			defer eng.Store.Close()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
-				MetricsAddr: metricsAddr, SocketGroup: socketGroup,
+				MetricsAddr: metricsAddr, SocketGroup: socketGroup, WatchRuleset: host.WatchRuleset,
 				APIAddr: apiAddr, TLSCert: tlsCert, TLSKey: tlsKey, TLSClientCA: tlsCA,
 				RuleDrops: func(ctx context.Context) (map[string]uint64, error) {
 					out, err := host.NFT.ListJSON(ctx)

@@ -61,6 +61,9 @@ type Options struct {
 	// MetricsAddr serves Prometheus metrics on /metrics when set (e.g.
 	// 127.0.0.1:9477); off by default.
 	MetricsAddr string
+	// WatchRuleset, when set, reports deletions in the nftables ruleset
+	// (kernel.Host.WatchRuleset).
+	WatchRuleset func(done <-chan struct{}) (<-chan struct{}, error)
 	// RuleDrops and PortSecurityDrops read kvmnet's drop counters for
 	// the metrics (nil: those metrics are left out).
 	RuleDrops         metrics.RuleDropsFunc
@@ -176,6 +179,12 @@ func Run(ctx context.Context, opt Options) error {
 	if err != nil {
 		d.log.Warn("not watching links; late taps are adopted by the periodic pass only", "err", err)
 	}
+	var nftEvents <-chan struct{}
+	if opt.WatchRuleset != nil {
+		if nftEvents, err = opt.WatchRuleset(done); err != nil {
+			d.log.Warn("not watching nftables; a flushed ruleset waits for the periodic pass", "err", err)
+		}
+	}
 	tick := time.NewTicker(opt.Resync)
 	defer tick.Stop()
 	for {
@@ -204,6 +213,12 @@ func Run(ctx context.Context, opt Options) error {
 				// is then a no-op.
 				d.converge(ctx, "address")
 			}
+		case _, ok := <-nftEvents:
+			if !ok {
+				nftEvents = nil
+				continue
+			}
+			d.converge(ctx, "nftables")
 		case done := <-d.bind:
 			d.converge(ctx, "dhcp lease")
 			close(done)

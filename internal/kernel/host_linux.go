@@ -128,6 +128,11 @@ func (h *Host) DropCounters() (map[string]map[string]uint64, error) {
 	return nft.DropCounters(int(h.ns))
 }
 
+// WatchRuleset reports deletions in the namespace's nftables ruleset.
+func (h *Host) WatchRuleset(done <-chan struct{}) (<-chan struct{}, error) {
+	return nft.WatchDeletions(int(h.ns), done)
+}
+
 // AddBridge implements apply.Kernel.
 func (h *Host) AddBridge(name string, mtu int, alias string) error {
 	return h.Link.AddBridge(name, mtu, alias)

@@ -247,3 +247,42 @@ func DropCounters(nsFD int) (map[string]map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// WatchDeletions reports, coalesced, that something was deleted from the
+// namespace's nftables ruleset (a table, chain, rule, set or element), as
+// `nft monitor` would show: `nft flush ruleset` or a firewall reload that
+// takes kvmnet's tables with it. kvmnet's own applies delete things too;
+// the reconcile they trigger then finds nothing to do. The channel closes
+// when done is closed or the subscription fails.
+func WatchDeletions(nsFD int, done <-chan struct{}) (<-chan struct{}, error) {
+	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
+	}
+	mon := nftables.NewMonitor(
+		nftables.WithMonitorAction(nftables.MonitorActionDel),
+		nftables.WithMonitorObject(nftables.MonitorObjectAny),
+	)
+	events, err := c.AddMonitor(mon)
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to nftables events: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		<-done
+		mon.Close()
+	}()
+	go func() {
+		defer close(out)
+		for ev := range events {
+			if ev.Error != nil {
+				continue
+			}
+			select {
+			case out <- struct{}{}:
+			default: // one pending signal is enough
+			}
+		}
+	}()
+	return out, nil
+}
