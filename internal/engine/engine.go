@@ -118,7 +118,13 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 			active[l.Network+"/"+l.MAC] = l.IP
 		}
 	}
-	return plan.Build(cfg, obs, plan.Options{Originals: orig, Claim: claim, Leases: active})
+	opt := plan.Options{Originals: orig, Claim: claim, Leases: active}
+	if l, ok := e.Kernel.(interface {
+		Listeners() ([]plan.Listener, error)
+	}); ok {
+		opt.Listeners = l.Listeners
+	}
+	return plan.Build(cfg, obs, opt)
 }
 
 // Apply makes the kernel match cfg and, on success, stores doc (the file as

@@ -103,11 +103,7 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 	if obs.Bridge, err = nft.ObserveFamily(int(h.ns), knftables.BridgeFamily); err != nil {
 		return nil, err
 	}
-	err = h.inNS("observing sockets and sysctls", func() error {
-		var err error
-		if obs.Listeners, err = sockets.List(); err != nil {
-			return err
-		}
+	err = h.inNS("observing sysctls", func() error {
 		for _, k := range ObservedSysctls {
 			v, err := h.Sysctl.Get(k)
 			if err != nil {
@@ -121,6 +117,15 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 		return nil, err
 	}
 	return obs, nil
+}
+
+// Listeners lists the host's listening sockets and their processes.
+func (h *Host) Listeners() (l []plan.Listener, err error) {
+	err = h.inNS("listing sockets", func() error {
+		l, err = sockets.List()
+		return err
+	})
+	return l, err
 }
 
 // DropCounters returns port security's drops per tap and reason.

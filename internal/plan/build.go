@@ -20,6 +20,11 @@ type Options struct {
 	// marked (the journal): unmarked bridges and taps of these names are
 	// kvmnet's.
 	Claim map[string]bool
+	// Listeners, when set, lists the host's listening sockets; it is only
+	// called when a plan adds forwards (reading every process's file
+	// descriptors is not free on a busy hypervisor). Observed.Listeners is
+	// used when this is nil.
+	Listeners func() ([]Listener, error)
 	// Leases are the active DHCP leases of kvmnet's own servers, as
 	// "NETWORK/MAC" to address: a guest may use its leased address as
 	// source (DHCP-driven IP source guard).
@@ -251,7 +256,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0, rs, TableComment); !ch.Empty() {
 		nft = append(nft, Action{Op: OpNft, Nft: ch})
-		if err := checkConflicts(cfg, obs, ch); err != nil {
+		if err := checkConflicts(cfg, obs, ch, opt.Listeners); err != nil {
 			return nil, err
 		}
 		if flows := revoked(&obs.Table, ch); len(flows) > 0 {

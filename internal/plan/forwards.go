@@ -153,7 +153,7 @@ func flowLess(a, b Flow) bool {
 // on, naming the process, unless the forward says force: true. Forwards
 // already in place are not checked again: the check is about the moment
 // the port is taken away from the host.
-func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange) error {
+func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners func() ([]Listener, error)) error {
 	adding := ch.Add[MapDNAT]
 	if ch.Rebuild {
 		have := map[string]bool{}
@@ -166,7 +166,17 @@ func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange) error {
 			}
 		}
 	}
-	if len(adding) == 0 || len(obs.Listeners) == 0 {
+	if len(adding) == 0 {
+		return nil
+	}
+	socks := obs.Listeners
+	if listeners != nil {
+		var err error
+		if socks, err = listeners(); err != nil {
+			return err
+		}
+	}
+	if len(socks) == 0 {
 		return nil
 	}
 	newKeys := map[string]bool{}
@@ -179,7 +189,7 @@ func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange) error {
 			if f.Force {
 				continue
 			}
-			for _, l := range obs.Listeners {
+			for _, l := range socks {
 				if l.Proto != f.Proto || l.Port < f.PortFirst || l.Port > f.PortLast {
 					continue
 				}
