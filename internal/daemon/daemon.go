@@ -22,6 +22,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/dns"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
+	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
 	"github.com/kvmnet/kvmnet/internal/metrics"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -187,6 +188,11 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	tick := time.NewTicker(opt.Resync)
 	defer tick.Stop()
+	// Sysctls change without any event: read the one kvmnet needs every
+	// second (a file read), so a reset is repaired well within 2 s even
+	// with a long safety pass.
+	sysctlTick := time.NewTicker(time.Second)
+	defer sysctlTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,6 +232,10 @@ func Run(ctx context.Context, opt Options) error {
 			d.converge(ctx, "services")
 		case <-tick.C:
 			d.converge(ctx, "periodic")
+		case <-sysctlTick.C:
+			if d.sysctlDrifted() {
+				d.converge(ctx, "sysctl")
+			}
 		}
 	}
 }
@@ -252,6 +262,24 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 	if cfg != nil {
 		d.syncServices(cfg)
 	}
+}
+
+// sysctlDrifted reports whether ip_forward is off while a NAT network
+// needs it on.
+func (d *Daemon) sysctlDrifted() bool {
+	d.mu.Lock()
+	need := false
+	if d.cfg != nil {
+		for _, n := range d.cfg.Networks {
+			need = need || n.Mode == model.ModeNAT
+		}
+	}
+	d.mu.Unlock()
+	if !need {
+		return false
+	}
+	v, err := sysctl.New().Get(plan.SysctlIPForward)
+	return err == nil && v != "1"
 }
 
 // restartRecreated stops the servers of bridges the plan (re)created: a

@@ -259,8 +259,11 @@ func WatchDeletions(nsFD int, done <-chan struct{}) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening nftables netlink socket: %w", err)
 	}
+	// Subscribe to everything and pick deletions here: the library hands
+	// events over when it sees the transaction's NEWGEN message, which a
+	// deletions-only filter drops, so such a monitor never reports.
 	mon := nftables.NewMonitor(
-		nftables.WithMonitorAction(nftables.MonitorActionDel),
+		nftables.WithMonitorAction(nftables.MonitorActionAny),
 		nftables.WithMonitorObject(nftables.MonitorObjectAny),
 	)
 	events, err := c.AddMonitor(mon)
@@ -275,7 +278,10 @@ func WatchDeletions(nsFD int, done <-chan struct{}) (<-chan struct{}, error) {
 	go func() {
 		defer close(out)
 		for ev := range events {
-			if ev.Error != nil {
+			switch ev.Type {
+			case nftables.MonitorEventTypeDelTable, nftables.MonitorEventTypeDelChain, nftables.MonitorEventTypeDelRule,
+				nftables.MonitorEventTypeDelSet, nftables.MonitorEventTypeDelSetElem, nftables.MonitorEventTypeDelObj:
+			default:
 				continue
 			}
 			select {
