@@ -60,7 +60,16 @@ func newRootCmd() *cobra.Command {
 				return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
 			}
 			opts := &slog.HandlerOptions{Level: lvl}
-			switch g.logFormat {
+			format := g.logFormat
+			if format == "" {
+				// systemd sets JOURNAL_STREAM when stderr goes to the
+				// journal: log JSON there, text on a terminal.
+				format = "text"
+				if os.Getenv("JOURNAL_STREAM") != "" {
+					format = "json"
+				}
+			}
+			switch format {
 			case "text":
 				g.log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 			case "json":
@@ -80,7 +89,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVar(&g.netns, "netns", "", "work inside network namespace `NAME` (as created by `ip netns add`)")
 	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (default /var/lib/kvmnet, or /var/lib/kvmnet/netns/NAME with --netns)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text, or json (one object per line, e.g. under systemd)")
+	pf.StringVar(&g.logFormat, "log-format", "", "log format: text or json (default: json under systemd, text otherwise)")
 	root.AddCommand(newPlanCmd(g), newApplyCmd(g), newDestroyCmd(g), newGetCmd(g), newForwardCmd(g), newExportCmd(g), newHistoryCmd(g), newRollbackCmd(g), newEventsCmd(g), newDaemonCmd(g), newDocsCmd(g), newBenchCmd(g), newLabCmd(g))
 	return root
 }
