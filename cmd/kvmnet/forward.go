@@ -61,7 +61,7 @@ func (g *globals) editDesired(ctx context.Context, out io.Writer, edit func(*mod
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "applied: %s\n", r.Summary)
+	printApplied(out, r)
 	return nil
 }
 

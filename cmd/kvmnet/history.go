@@ -74,11 +74,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if r.Empty {
-				fmt.Fprintln(cmd.OutOrStdout(), "no changes")
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "applied: %s\n", r.Summary)
-			}
+			printApplied(cmd.OutOrStdout(), r)
 			return nil
 		},
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
 
+	"github.com/kvmnet/kvmnet/internal/api"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
@@ -92,14 +93,7 @@ DHCP and DNS for it at once.`,
 			if err != nil {
 				return err
 			}
-			if r.Empty {
-				fmt.Fprintln(cmd.OutOrStdout(), "no changes")
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "applied: %s\n", r.Summary)
-			}
-			for _, w := range r.Waiting {
-				fmt.Fprintf(cmd.OutOrStdout(), "waiting for tap %s (adopted by the daemon when it appears)\n", w)
-			}
+			printApplied(cmd.OutOrStdout(), r)
 			return nil
 		},
 	}
@@ -242,6 +236,18 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		}
 	}
 	return nil
+}
+
+// printApplied says what an apply did, and which taps it waits for.
+func printApplied(w io.Writer, r *api.PlanResult) {
+	if r.Empty {
+		fmt.Fprintln(w, "no changes")
+	} else {
+		fmt.Fprintf(w, "applied: %s\n", r.Summary)
+	}
+	for _, t := range r.Waiting {
+		fmt.Fprintf(w, "waiting for tap %s (adopted by the daemon when it appears)\n", t)
+	}
 }
 
 // printData prints v as JSON or YAML for -o json|yaml and reports whether

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,28 +11,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kvmnet/kvmnet/internal/lab"
 )
 
-// run runs a command and returns its stdout. It runs with LC_ALL=C so the
-// messages quoted in errors read the same everywhere. On failure the error
-// names the command and carries its stderr (or its stdout when stderr is
-// empty).
+// run runs a command with LC_ALL=C and returns its stdout; a failure
+// names the command and carries its output (see lab.Run).
 func run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), "LC_ALL=C")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		out := strings.TrimSpace(stderr.String())
-		if out == "" {
-			out = strings.TrimSpace(stdout.String())
-		}
-		if out != "" {
-			return stdout.String(), fmt.Errorf("running `%s %s`: %w: %s", name, strings.Join(args, " "), err, out)
-		}
-		return stdout.String(), fmt.Errorf("running `%s %s`: %w", name, strings.Join(args, " "), err)
-	}
-	return stdout.String(), nil
+	return lab.Run(ctx, name, args...)
 }
 
 // ipCmds runs `ip` commands in order and stops at the first failure.

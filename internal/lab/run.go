@@ -14,6 +14,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Run is run, for the packages that drive labs (the bench).
+func Run(ctx context.Context, name string, args ...string) (string, error) {
+	return run(ctx, name, args...)
+}
+
 // run runs a command and returns its stdout. It runs with LC_ALL=C so the
 // messages quoted in errors read the same everywhere. On failure the error
 // names the command and carries its stderr (or, when that is empty, its
