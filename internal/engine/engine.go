@@ -40,6 +40,11 @@ type Engine struct {
 	Journal string
 
 	mu sync.Mutex
+
+	// cacheMu guards the parsed desired state of revision cachedRev.
+	cacheMu   sync.Mutex
+	cached    *model.Config
+	cachedRev uint64
 }
 
 // DesiredDoc returns the stored desired state as the user wrote it, with
@@ -62,6 +67,9 @@ func (e *Engine) DesiredDoc() (file string, doc []byte, err error) {
 }
 
 // Desired returns the stored desired state; an empty Config when none.
+// The parsed config is kept for its revision: the daemon reconciles on
+// every event, and parsing a large file each time would be most of the
+// work. Callers must not change it.
 func (e *Engine) Desired() (*model.Config, uint64, error) {
 	doc, rev, err := e.Store.Desired()
 	if err != nil {
@@ -70,20 +78,23 @@ func (e *Engine) Desired() (*model.Config, uint64, error) {
 	if rev == 0 {
 		return &model.Config{Source: "(empty)"}, 0, nil
 	}
-	revs, err := e.Store.Revisions()
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	if e.cached != nil && e.cachedRev == rev {
+		return e.cached, rev, nil
+	}
+	name, _, err := e.DesiredDoc()
 	if err != nil {
 		return nil, 0, err
 	}
-	name := "desired state"
-	for _, r := range revs {
-		if r.Rev == rev && r.Note != "" {
-			name = r.Note
-		}
+	if name == "" {
+		name = "desired state"
 	}
 	cfg, err := model.Parse(name, doc)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading stored desired state (revision %d): %w", rev, err)
 	}
+	e.cached, e.cachedRev = cfg, rev
 	return cfg, rev, nil
 }
 

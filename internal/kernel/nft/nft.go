@@ -76,12 +76,12 @@ func (n *NFT) ListJSON(ctx context.Context) (string, error) {
 // Observe reads table inet kvmnet: its comment, the rule comments of every
 // chain and the elements of every set, with one `nft -j list table`.
 func (n *NFT) Observe(ctx context.Context) (plan.TableState, error) {
-	out, err := n.run(ctx, "", "-j", "list", "table", "inet", plan.TableName)
-	if isNoTable(err) {
-		return plan.TableState{}, nil
-	}
+	out, err := n.ListJSON(ctx)
 	if err != nil {
 		return plan.TableState{}, fmt.Errorf("reading nftables table inet %s: %w", plan.TableName, err)
+	}
+	if out == "" {
+		return plan.TableState{}, nil
 	}
 	return ParseTable([]byte(out))
 }
