@@ -6,6 +6,7 @@
 #   bench/apply-scale.sh [SIZES...]      (default: 1 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 go build -o bin/kvmnet ./cmd/kvmnet
 K=$PWD/bin/kvmnet
 SIZES=${*:-1 100 1000}
@@ -38,11 +39,7 @@ printf '%-6s %-4s %14s %14s %12s\n' N run "apply(ms)" "re-apply(ms)" "destroy(ms
 for n in $SIZES; do
 	gen "$n" "$WORK/host-$n.yaml"
 	for ((r = 1; r <= RUNS; r++)); do
-		ip netns add "$NS"
-		ip -n "$NS" link add eth0 type veth peer name eth0-peer
-		ip -n "$NS" addr add 172.31.0.2/24 dev eth0
-		ip -n "$NS" link set eth0 up
-		ip -n "$NS" route add default via 172.31.0.1 dev eth0 onlink
+		host_ns "$NS"
 		S="$WORK/state-$n-$r"
 		t0=$(date +%s%N); "$K" --netns "$NS" --state-dir "$S" apply -f "$WORK/host-$n.yaml" >/dev/null
 		t1=$(date +%s%N); out=$("$K" --netns "$NS" --state-dir "$S" apply -f "$WORK/host-$n.yaml")

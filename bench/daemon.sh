@@ -8,6 +8,7 @@
 #   bench/daemon.sh [N]      (default 1000; TRIES=20 IDLE_SECONDS=30)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 go build -o bin/kvmnet ./cmd/kvmnet
 K=$PWD/bin/kvmnet
 N=${1:-1000}
@@ -23,11 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$NS"
-ip -n "$NS" link add eth0 type veth peer name eth0-peer
-ip -n "$NS" addr add 172.31.0.2/24 dev eth0
-ip -n "$NS" link set eth0 up
-ip -n "$NS" route add default via 172.31.0.1 dev eth0 onlink
+host_ns "$NS"
 {
 	echo "networks:"
 	echo "  - {name: d, mode: nat, subnet: 10.200.0.0/16, egress: eth0}"

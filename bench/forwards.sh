@@ -7,6 +7,7 @@
 #   RECIPE_LIMIT=600 caps the seconds the recipe may take per size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 command -v iptables >/dev/null || { echo "iptables is not installed (apt-get install iptables)"; exit 1; }
 go build -o bin/kvmnet ./cmd/kvmnet
 K=$PWD/bin/kvmnet
@@ -21,11 +22,7 @@ ms() { echo $(( ($2 - $1) / 1000000 )); }
 
 fresh() {
 	ip netns del "$NS" 2>/dev/null || true
-	ip netns add "$NS"
-	ip -n "$NS" link add eth0 type veth peer name eth0-peer
-	ip -n "$NS" addr add 172.31.0.2/24 dev eth0
-	ip -n "$NS" link set eth0 up
-	ip -n "$NS" route add default via 172.31.0.1 dev eth0 onlink
+	host_ns "$NS"
 }
 
 gen() { # N FILE

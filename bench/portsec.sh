@@ -8,6 +8,7 @@
 #   bench/portsec.sh [N]     (default 1000; ROUNDS=3 SECONDS_PER_RUN=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 command -v iperf3 >/dev/null || { echo "iperf3 is not installed (apt-get install iperf3)"; exit 1; }
 go build -o bin/kvmnet ./cmd/kvmnet
 K=$PWD/bin/kvmnet
@@ -24,11 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ip netns add "$H"
-ip -n "$H" link add eth0 type veth peer name eth0-peer
-ip -n "$H" addr add 172.31.0.2/24 dev eth0
-ip -n "$H" link set eth0 up
-ip -n "$H" route add default via 172.31.0.1 dev eth0 onlink
+host_ns "$H"
 for g in 1 2; do
 	ip netns add "$P-g$g"
 	ip link add "g$g-0" netns "$H" type veth peer name eth0 netns "$P-g$g"
