@@ -37,6 +37,11 @@ type Kernel interface {
 	NftSnapshot(ctx context.Context, fam knftables.Family) (string, error)
 	NftRestore(ctx context.Context, fam knftables.Family, snapshot string) error
 	SetIsolated(name string, on bool) error
+	// Convert makes an uplink a bridge port and moves the host's
+	// configuration to the bridge; Release undoes it.
+	Convert(uplink string, u plan.Uplink) error
+	Release(uplink string, u plan.Uplink) error
+	SetBridgeNF(name string, on bool) error
 }
 
 // Hooks let the caller persist what must survive a crash.
@@ -48,6 +53,10 @@ type Hooks struct {
 	// so that an apply killed between creating and marking it can claim
 	// it later (plan.Options.Claim).
 	BeforeCreate func(name string) error
+	// BeforeConvert is called with an uplink's configuration before it
+	// is first moved to a bridge, so destroy can give it back even after
+	// kill -9.
+	BeforeConvert func(uplink string, u plan.Uplink) error
 }
 
 // Error is a failed apply: the step that failed and whether the rollback
@@ -141,7 +150,27 @@ func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error
 	}
 	switch a.Op {
 	case plan.OpAddBridge:
-		return func() error { return k.DeleteLink(a.Link) }, k.AddBridge(a.Link, a.MTU, a.Alias)
+		undo := func() error { return k.DeleteLink(a.Link) }
+		if err := k.AddBridge(a.Link, a.MTU, a.Alias); err != nil {
+			return nil, err
+		}
+		if a.HWAddr != "" {
+			if err := k.SetHWAddr(a.Link, a.HWAddr); err != nil {
+				return nil, errors.Join(err, undo())
+			}
+		}
+		return undo, nil
+	case plan.OpBridgeNF:
+		return func() error { return k.SetBridgeNF(a.Link, true) }, k.SetBridgeNF(a.Link, false)
+	case plan.OpConvert:
+		if hooks.BeforeConvert != nil {
+			if err := hooks.BeforeConvert(a.Link, *a.Uplink); err != nil {
+				return nil, err
+			}
+		}
+		return func() error { return k.Release(a.Link, *a.Uplink) }, k.Convert(a.Link, *a.Uplink)
+	case plan.OpRelease:
+		return func() error { return k.Convert(a.Link, *a.Uplink) }, k.Release(a.Link, *a.Uplink)
 	case plan.OpAddTap:
 		return func() error { return k.DeleteLink(a.Link) }, k.AddTap(a.Link, a.Tap, a.Alias)
 	case plan.OpSetMTU:

@@ -224,7 +224,7 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 	}
 	e.Log.Info("applying", "actions", p.Summary(), "waiting", len(p.Waiting))
 	j := journal{e.Journal}
-	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal, BeforeCreate: j.add}
+	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal, BeforeCreate: j.add, BeforeConvert: e.keepUplink}
 	if err := apply.Apply(ctx, e.Kernel, p, hooks, e.Log); err != nil {
 		var ae *apply.Error
 		if errors.As(err, &ae) && ae.Rollback == nil {
@@ -239,6 +239,10 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 	// records the value of that time.
 	var errs []error
 	for _, a := range p.Actions {
+		if a.Op == plan.OpRelease {
+			// The uplink has its configuration back.
+			errs = append(errs, e.Store.DeleteOriginal(plan.UplinkOriginalKey(a.Link)))
+		}
 		if a.Op != plan.OpSysctl {
 			continue
 		}
@@ -247,4 +251,16 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 		}
 	}
 	return p, errors.Join(errs...)
+}
+
+// keepUplink records an uplink's configuration before its first
+// conversion. A conversion repeated later (the uplink was taken off its
+// bridge by hand) keeps the first record (SetOriginal keeps the first
+// value): that is what destroy gives back.
+func (e *Engine) keepUplink(uplink string, u plan.Uplink) error {
+	v, err := plan.EncodeUplink(u)
+	if err != nil {
+		return err
+	}
+	return e.Store.SetOriginal(plan.UplinkOriginalKey(uplink), v)
 }

@@ -94,6 +94,17 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs, Isolated: l.Isolated,
 		}
 	}
+	for name, l := range obs.Links {
+		if plan.IsOwnedBridge(l) {
+			if l.BridgeNF, err = h.Link.BridgeNF(name); err != nil {
+				return nil, err
+			}
+			obs.Links[name] = l
+		}
+	}
+	if obs.Hosts, err = h.Link.HostConfigs(); err != nil {
+		return nil, err
+	}
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
@@ -162,6 +173,16 @@ func (h *Host) SetMaster(name, master string) error { return h.Link.SetMaster(na
 
 // SetHWAddr implements apply.Kernel.
 func (h *Host) SetHWAddr(name, mac string) error { return h.Link.SetHWAddr(name, mac) }
+
+// Convert makes uplink a port of u.Bridge and moves the host's
+// configuration to the bridge.
+func (h *Host) Convert(uplink string, u plan.Uplink) error { return h.Link.Convert(uplink, u) }
+
+// Release gives uplink back its configuration and frees it.
+func (h *Host) Release(uplink string, u plan.Uplink) error { return h.Link.Release(uplink, u) }
+
+// SetBridgeNF sets a bridge's nf_call_iptables, ip6tables and arptables.
+func (h *Host) SetBridgeNF(name string, on bool) error { return h.Link.SetBridgeNF(name, on) }
 
 // SetIsolated implements apply.Kernel.
 func (h *Host) SetIsolated(name string, on bool) error { return h.Link.SetIsolated(name, on) }

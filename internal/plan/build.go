@@ -66,8 +66,18 @@ type desiredPort struct {
 func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	var errs []error
 	var (
-		create, enslave, addrAdd, addrDel, restore, need, release, del []Action
+		create, convert, enslave, addrAdd, addrDel, restore, need, release, del []Action
 	)
+	// Uplinks of bridged networks, to their bridges: a nat network whose
+	// egress is one leaves through the bridge.
+	uplinkBridge := map[string]string{}
+	for _, n := range cfg.Networks {
+		if n.Mode == model.ModeBridged {
+			uplinkBridge[n.Uplink] = n.Bridge
+		}
+	}
+	wantUplinks := map[string]bool{}
+	natNets := 0
 	p := &Plan{}
 	wantBridges := map[string]bool{}
 	wantPorts := map[string]desiredPort{}
@@ -79,19 +89,53 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		if n.Mode == model.ModeBridged {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].mode", i),
-				"network %q: mode %q cannot be applied by this version of kvmnet (only %q); remove the network or change its mode", n.Name, n.Mode, model.ModeNAT))
+			bc, bv, err := bridgedNetwork(cfg, i, obs, opt)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			create = append(create, bc...)
+			convert = append(convert, bv...)
+			wantBridges[n.Bridge] = true
+			wantUplinks[n.Uplink] = true
+			for _, port := range cfg.Ports(n.Name) {
+				if err := unsupportedPortSettings(cfg, port); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				wantPorts[port.Iface.Tap] = desiredPort{
+					tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
+					spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
+					isolated: port.Iface.Security.Isolated,
+				}
+				if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
+					errs = append(errs, err)
+				}
+				if port.Iface.Security.SpoofguardOn() && !port.Iface.IP.IsValid() {
+					p.Warnings = append(p.Warnings, fmt.Sprintf("vm %q: on bridged network %q the IPv4 source of %s is not bound (the LAN's DHCP hands its address); give the interface ip: to bind it", port.VM, n.Name, port.Iface.Tap))
+				}
+			}
 			continue
 		}
+		natNets++
 		egress := n.Egress
+		// An egress that becomes a bridge port leaves its place to the
+		// bridge; until the bridge exists, its addresses are the uplink's.
+		listenOn := ""
+		if b, ok := uplinkBridge[egress]; ok {
+			egress, listenOn = b, egress
+		}
 		if egress == "" {
 			egress = obs.DefaultRouteLink
+			if b, ok := uplinkBridge[egress]; ok {
+				egress, listenOn = b, egress
+			}
 			if egress == "" {
 				errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
 					"network %q: no egress given and the host has no IPv4 default route; set egress: to the interface traffic should leave through (interfaces: %s)", n.Name, strings.Join(obs.Names(), ", ")))
 				continue
 			}
-		} else if _, ok := obs.Links[egress]; !ok {
+		} else if _, ok := obs.Links[egress]; !ok && listenOn == "" {
 			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
 				"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
 			continue
@@ -158,7 +202,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		elems[SetNATOut] = append(elems[SetNATOut], n.Bridge+" . "+egress)
 		elems[SetMasq] = append(elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
 		elems[SetHairpin] = append(elems[SetHairpin], n.Subnet.Masked().String()+" . "+n.Bridge)
-		if err := forwards(cfg, i, egress, obs, elems, classes, p); err != nil {
+		if _, ok := obs.Links[egress]; ok || listenOn == "" {
+			listenOn = egress
+		}
+		if err := forwards(cfg, i, egress, listenOn, obs, elems, classes, p); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -202,10 +249,14 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 
 	// What kvmnet owns and no longer wants.
+	uplinks := opt.uplinkOriginals()
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
-		if _, wanted := wantPorts[name]; wanted {
+		if _, wanted := wantPorts[name]; wanted || wantUplinks[name] {
 			continue
+		}
+		if u, ok := uplinks[name]; ok && l.Master != "" && l.Master == u.Bridge {
+			continue // released below, with its addresses
 		}
 		switch {
 		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
@@ -217,6 +268,26 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			release = append(release, Action{Op: OpSetMaster, Link: name, Master: "", PrevMaster: l.Master})
 		}
 	}
+	for _, name := range sortedKeys(uplinks) {
+		if wantUplinks[name] {
+			continue
+		}
+		u := uplinks[name]
+		l, ok := obs.Links[name]
+		if !ok {
+			continue // the uplink is gone; nothing to give back to
+		}
+		if l.Master != u.Bridge || !IsOwnedBridge(obs.Links[u.Bridge]) {
+			if !hasAny(obs.Hosts[name], u.Config) {
+				// The bridge went away with the host's addresses (ip link
+				// del): give them back to the uplink all the same.
+				u.Bridge = ""
+				release = append(release, Action{Op: OpRelease, Link: name, Uplink: &u})
+			}
+			continue
+		}
+		release = append(release, Action{Op: OpRelease, Link: name, Uplink: &u})
+	}
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
 		if (IsOwnedBridge(l) || opt.claimed(l) && l.Kind == "bridge") && !wantBridges[name] {
@@ -226,7 +297,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 
 	// Sysctls.
-	if len(wantBridges) > 0 {
+	if natNets > 0 {
 		if cur := obs.Sysctls[SysctlIPForward]; cur != "1" {
 			need = append(need, Action{Op: OpSysctl, Key: SysctlIPForward, Value: "1", Prev: cur})
 		}
@@ -266,7 +337,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 
 	// Connections through revoked forwards are cut last, once nothing can
 	// roll the forward back in.
-	for _, group := range [][]Action{create, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct} {
+	for _, group := range [][]Action{create, convert, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct} {
 		p.Actions = append(p.Actions, group...)
 	}
 	return p, nil

@@ -135,6 +135,24 @@ func simulate(obs *Observed, p *Plan) {
 		case OpIsolate:
 			l.Isolated = a.Up
 			obs.Links[a.Link] = l
+		case OpConvert:
+			l.Master = a.Uplink.Bridge
+			obs.Links[a.Link] = l
+			br := obs.Links[a.Uplink.Bridge]
+			br.Addrs = l.Addrs
+			obs.Links[a.Uplink.Bridge] = br
+			l.Addrs = nil
+			obs.Links[a.Link] = l
+			obs.Hosts[a.Uplink.Bridge] = obs.Hosts[a.Link]
+			delete(obs.Hosts, a.Link)
+		case OpRelease:
+			l.Master = ""
+			br := obs.Links[a.Uplink.Bridge]
+			l.Addrs, br.Addrs = br.Addrs, nil
+			obs.Links[a.Link] = l
+			obs.Links[a.Uplink.Bridge] = br
+			obs.Hosts[a.Link] = a.Uplink.Config
+			delete(obs.Hosts, a.Uplink.Bridge)
 		case OpNft:
 			table := &obs.Table
 			if a.Nft.Ruleset.Family == knftables.BridgeFamily {
@@ -247,10 +265,25 @@ networks:
 `, `host.yaml:3:72: networks[0].forwards[0].port: port 22/tcp is in use on the host: sshd (pid 7) listens on 0.0.0.0:22; forward another port, or set force: true`, func(o *Observed) {
 			o.Listeners = []Listener{{Proto: "tcp", Addr: netip.IPv4Unspecified(), Port: 22, Process: "sshd (pid 7)"}}
 		}},
-		{"bridged refused", `
+		{"uplink missing", `
+networks:
+  - {name: lan, mode: bridged, uplink: eth9}
+`, `host.yaml:3:40: networks[0].uplink: network "lan": uplink "eth9" does not exist (interfaces: eth0, lo, web1-0)`, nil},
+		{"uplink enslaved elsewhere", `
 networks:
   - {name: lan, mode: bridged, uplink: eth0}
-`, `mode "bridged" cannot be applied by this version`, nil},
+`, `uplink "eth0" is already a port of "docker0"; an interface can be enslaved to one bridge only`, func(o *Observed) {
+			l := o.Links["eth0"]
+			l.Master = "docker0"
+			o.Links["eth0"] = l
+			o.Links["docker0"] = Link{Name: "docker0", Kind: "bridge"}
+		}},
+		{"uplink is a bridge", `
+networks:
+  - {name: lan, mode: bridged, uplink: docker0}
+`, `uplink "docker0" is a bridge, not a physical interface`, func(o *Observed) {
+			o.Links["docker0"] = Link{Name: "docker0", Kind: "bridge"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obs := hostOnly()
@@ -282,5 +315,62 @@ func TestDriftRebuildsOnlyWhatIsWrong(t *testing.T) {
 	p, _ = Build(cfg, obs, Options{})
 	if len(p.Actions) != 1 || p.Actions[0].Nft.Rebuild || !cmp.Equal(p.Actions[0].Nft.Add, Elements{SetNATIfs: {"kv-test"}}) {
 		t.Fatalf("want one element added, got:\n%s", p)
+	}
+}
+
+// TestBridged converts the uplink for a hybrid config, finds nothing to do
+// the second time, and gives the uplink back its configuration on destroy.
+func TestBridged(t *testing.T) {
+	obs := hostOnly()
+	obs.Hosts = map[string]HostConfig{"eth0": {
+		Addrs:  []HostAddr{{Prefix: netip.MustParsePrefix("172.30.0.2/24"), Broadcast: netip.MustParseAddr("172.30.0.255"), Label: "eth0", ValidLft: Forever, PreferredLft: Forever}},
+		Routes: []HostRoute{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("172.30.0.1"), Table: 254, Protocol: 3}},
+	}}
+	l := obs.Links["eth0"]
+	l.HWAddr = "02:00:00:00:00:02"
+	l.MTU = 1500
+	obs.Links["eth0"] = l
+	orig := map[string]string{}
+	doc := `
+networks:
+  - {name: lan, mode: bridged, uplink: eth0}
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
+vms:
+  - name: web1
+    interfaces: [{network: lan, mac: "52:54:00:00:00:10", tap: web1-0}]
+`
+	p, err := Build(parse(t, doc), obs, Options{Originals: orig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bridged-1-convert.plan", p.String())
+	for _, a := range p.Actions {
+		if a.Op == OpConvert {
+			v, err := EncodeUplink(*a.Uplink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig[UplinkOriginalKey(a.Link)] = v
+		}
+	}
+	simulate(obs, p)
+	if got := obs.Links["eth0"].Master; got != "kv-lan" {
+		t.Fatalf("eth0's master after the plan: %q, want kv-lan", got)
+	}
+	p, err = Build(parse(t, doc), obs, Options{Originals: orig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Empty() {
+		t.Fatalf("second plan not empty:\n%s", p)
+	}
+	p, err = Build(parse(t, ""), obs, Options{Originals: orig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "bridged-2-destroy.plan", p.String())
+	simulate(obs, p)
+	if l := obs.Links["eth0"]; l.Master != "" || len(l.Addrs) != 1 {
+		t.Fatalf("eth0 after destroy: master %q, addresses %v; want no master and its address back", l.Master, l.Addrs)
 	}
 }

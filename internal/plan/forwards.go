@@ -14,10 +14,10 @@ import (
 // entry per listen address and port, the from: allow-list and the rate
 // class. Listen addresses default to the egress interface's IPv4
 // addresses as observed now; the daemon re-plans when they change.
-func forwards(cfg *model.Config, ni int, egress string, obs *Observed, elems Elements, classes map[RateClass]bool, p *Plan) error {
+func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed, elems Elements, classes map[RateClass]bool, p *Plan) error {
 	n := &cfg.Networks[ni]
 	var egressAddrs []netip.Addr
-	for _, a := range obs.Links[egress].Addrs {
+	for _, a := range obs.Links[listenOn].Addrs {
 		if a.Addr().Is4() {
 			egressAddrs = append(egressAddrs, a.Addr())
 		}

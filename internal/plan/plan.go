@@ -52,6 +52,11 @@ type Link struct {
 	// Isolated is the bridge port flag (only read for ports of kvmnet's
 	// bridges).
 	Isolated bool
+	// BridgeNF is "on" when a kvmnet bridge sends its traffic through
+	// iptables (nf_call_iptables, ip6tables or arptables set), "off" when
+	// it does not, "" when unknown (not read, or a kernel without bridge
+	// netfilter).
+	BridgeNF string
 }
 
 // Observed is a fresh observation of the kernel.
@@ -64,6 +69,9 @@ type Observed struct {
 	Sysctls map[string]string
 	// Listeners are the host's listening TCP and bound UDP sockets.
 	Listeners []Listener
+	// Hosts is the layer-3 configuration of every link that has addresses
+	// or routes of its own, by link name: what an uplink conversion moves.
+	Hosts map[string]HostConfig
 }
 
 // Listener is a socket of the host that waits for connections.
@@ -102,6 +110,13 @@ const (
 	OpDelLink   Op = "del-link"
 	OpCtDelete  Op = "conntrack-delete"
 	OpIsolate   Op = "set-isolated"
+	// OpConvert makes an uplink the port of a bridge and moves the host's
+	// addresses and routes from it to the bridge; OpRelease is its inverse.
+	OpConvert Op = "bridge-uplink"
+	OpRelease Op = "release-uplink"
+	// OpBridgeNF turns a bridge's own nf_call_iptables, ip6tables and
+	// arptables off.
+	OpBridgeNF Op = "set-bridge-nf"
 )
 
 // Flow names the connections of one revoked forward: original destination
@@ -140,6 +155,11 @@ type Action struct {
 	Gone *Link
 	// Flows are the connections a conntrack-delete cuts.
 	Flows []Flow
+	// HWAddr is the MAC an add-bridge gives the bridge (a bridged
+	// network's bridge takes its uplink's).
+	HWAddr string
+	// Uplink is what a bridge-uplink or release-uplink moves.
+	Uplink *Uplink
 }
 
 // String prints the action as the command that would do the same by hand.
@@ -150,7 +170,17 @@ func (a Action) String() string {
 		if a.MTU != 0 {
 			s += fmt.Sprintf(" mtu %d", a.MTU)
 		}
-		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias)
+		if a.HWAddr != "" {
+			s += " address " + a.HWAddr
+		}
+		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias) +
+			fmt.Sprintf(" && ip link set %s type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0", a.Link)
+	case OpBridgeNF:
+		return fmt.Sprintf("ip link set %s type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0", a.Link)
+	case OpConvert:
+		return convertCommands(a.Link, *a.Uplink)
+	case OpRelease:
+		return releaseCommands(a.Link, *a.Uplink)
 	case OpAddTap:
 		s := fmt.Sprintf("ip tuntap add dev %s mode tap vnet_hdr", a.Link)
 		if a.Tap.Queues > 1 {
@@ -243,7 +273,7 @@ func (p *Plan) Summary() string {
 		counts[a.Op]++
 	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
+	for _, op := range []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}

@@ -285,6 +285,10 @@ func (h *Handle) AddBridge(name string, mtu int, alias string) error {
 			return errors.Join(err, h.Delete(name))
 		}
 	}
+	// kvmnet's bridges never send bridged frames through iptables.
+	if err := h.SetBridgeNF(name, false); err != nil {
+		return errors.Join(err, h.Delete(name))
+	}
 	return nil
 }
 
