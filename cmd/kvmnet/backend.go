@@ -37,6 +37,7 @@ func (remote) Close() {}
 type local struct {
 	eng  *engine.Engine
 	host *kernel.Host
+	g    *globals
 }
 
 func (l *local) Plan(ctx context.Context, file string, doc []byte) (*api.PlanResult, error) {
@@ -110,7 +111,7 @@ func (g *globals) openBackend(ctx context.Context) (backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &local{eng: eng, host: host}, nil
+	return &local{eng: eng, host: host, g: g}, nil
 }
 
 // openEngine opens the store and the kernel of this namespace.

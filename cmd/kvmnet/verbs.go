@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
@@ -60,6 +62,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 func newApplyCmd(g *globals) *cobra.Command {
 	var file string
 	var dryRun bool
+	var confirm time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Make the kernel match the file, atomically; a failure rolls back",
@@ -69,7 +72,8 @@ and nothing changes. Applying the same file twice changes nothing the second
 time. When a daemon runs, the file is handed to it, and it starts serving
 DHCP and DNS for it at once.`,
 		Example: `  kvmnet apply -f /etc/kvmnet/host.yaml
-  kvmnet apply -f host.yaml --dry-run     # same as kvmnet plan`,
+  kvmnet apply -f host.yaml --dry-run     # same as kvmnet plan
+  kvmnet apply -f host.yaml --confirm 2m  # rolled back in 2 minutes unless "kvmnet confirm"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			doc, err := readFileFlag(file)
@@ -89,6 +93,19 @@ DHCP and DNS for it at once.`,
 				fmt.Fprint(cmd.OutOrStdout(), r.Plan)
 				return nil
 			}
+			if confirm != 0 {
+				c, ok := b.(confirmer)
+				if !ok {
+					return errors.New("--confirm: this backend cannot hold an apply for confirmation")
+				}
+				r, err := c.ApplyConfirm(cmd.Context(), file, doc, confirm)
+				if err != nil {
+					return err
+				}
+				printApplied(cmd.OutOrStdout(), r)
+				printPending(cmd.OutOrStdout(), r.Pending)
+				return nil
+			}
 			r, err := b.Apply(cmd.Context(), file, doc)
 			if err != nil {
 				return err
@@ -99,6 +116,7 @@ DHCP and DNS for it at once.`,
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the host's network file (YAML)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print the plan")
+	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll the apply back after `DURATION` unless `kvmnet confirm` keeps it, or at once if the host's gateway stops answering (like netplan try)")
 	return cmd
 }
 
@@ -135,17 +153,17 @@ nftables table inet kvmnet and puts back the sysctls kvmnet changed
 func newGetCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get networks|vms|ports|forwards|leases",
-		Short:     "Show networks, VM interfaces, port security, port forwards or DHCP leases",
-		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get forwards\n  kvmnet get leases",
+		Use:       "get networks|vms|ports|forwards|leases|pending",
+		Short:     "Show networks, VM interfaces, port security, port forwards, DHCP leases or an apply waiting for confirmation",
+		Example:   "  kvmnet get networks\n  kvmnet get vms -o json\n  kvmnet get forwards\n  kvmnet get leases\n  kvmnet get pending",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"networks", "vms", "ports", "forwards", "leases"},
+		ValidArgs: []string{"networks", "vms", "ports", "forwards", "leases", "pending"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := args[0]
 			switch what {
-			case "networks", "network", "net", "vms", "vm", "ports", "port", "forwards", "forward", "leases", "lease":
+			case "networks", "network", "net", "vms", "vm", "ports", "port", "forwards", "forward", "leases", "lease", "pending":
 			default:
-				return fmt.Errorf("get %q: unknown kind (want networks, vms, ports, forwards or leases)", what)
+				return fmt.Errorf("get %q: unknown kind (want networks, vms, ports, forwards, leases or pending)", what)
 			}
 			if output != "table" && output != "json" && output != "yaml" {
 				return fmt.Errorf("-o %q: unknown format (want table, json or yaml)", output)
@@ -155,6 +173,21 @@ func newGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer b.Close()
+			if what == "pending" {
+				c, ok := b.(confirmer)
+				if !ok {
+					return errors.New("get pending: this backend holds no applies for confirmation")
+				}
+				p, err := c.Pending(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if done, err := printData(cmd.OutOrStdout(), p, output); done || err != nil {
+					return err
+				}
+				printPending(cmd.OutOrStdout(), p)
+				return nil
+			}
 			st, err := b.Status(cmd.Context())
 			if err != nil {
 				return err

@@ -54,6 +54,9 @@ func (e *Error) Error() string { return e.Message }
 type FileRequest struct {
 	File string `json:"file"`
 	Doc  []byte `json:"doc"`
+	// Confirm, on apply, is how long the apply waits for confirmation
+	// before it is rolled back (a Go duration, "30s"); "" for none.
+	Confirm string `json:"confirm,omitempty"`
 }
 
 // PlanResult is the answer to plan, apply and destroy.
@@ -62,6 +65,8 @@ type PlanResult struct {
 	Summary string   `json:"summary"`
 	Plan    string   `json:"plan"`
 	Waiting []string `json:"waiting,omitempty"`
+	// Pending is set when the apply waits for confirmation.
+	Pending *store.Pending `json:"pending,omitempty"`
 }
 
 // Result makes a PlanResult of a plan.
@@ -82,6 +87,10 @@ type Backend interface {
 	Revisions() ([]store.Revision, error)
 	Revision(rev uint64) ([]byte, error)
 	Events(since uint64) ([]store.Event, error)
+	ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration) (*plan.Plan, *store.Pending, error)
+	Pending() (*store.Pending, error)
+	Confirm() (*store.Pending, error)
+	Expire(ctx context.Context, id, reason string) (*plan.Plan, error)
 }
 
 // endpoint is one route of the API.
@@ -101,9 +110,23 @@ var endpoints = []endpoint{
 		return Result(p), err
 	}},
 	{"POST", "/v1/apply", func(b Backend, r *http.Request) (any, error) {
-		cfg, doc, err := readFile(r)
+		cfg, req, err := readFile(r)
 		if err != nil {
 			return nil, err
+		}
+		doc := req.Doc
+		if req.Confirm != "" {
+			window, err := time.ParseDuration(req.Confirm)
+			if err != nil || window <= 0 {
+				return nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, fmt.Sprintf("confirm %q: want a positive duration such as 30s or 2m", req.Confirm)}}
+			}
+			p, pend, err := b.ApplyConfirm(r.Context(), cfg, doc, window)
+			if err != nil {
+				return nil, err
+			}
+			res := Result(p)
+			res.Pending = pend
+			return res, nil
 		}
 		p, err := b.Apply(r.Context(), cfg, doc)
 		if err != nil {
@@ -143,6 +166,23 @@ var endpoints = []endpoint{
 		since, _ := strconv.ParseUint(r.URL.Query().Get("since"), 10, 64)
 		return b.Events(since)
 	}},
+	{"GET", "/v1/pending", func(b Backend, r *http.Request) (any, error) {
+		return b.Pending()
+	}},
+	{"POST", "/v1/confirm", func(b Backend, r *http.Request) (any, error) {
+		p, err := b.Confirm()
+		if err != nil {
+			return nil, &Error{Status: http.StatusNotFound, ErrorBody: ErrorBody{CodeNotFound, err.Error()}}
+		}
+		return p, nil
+	}},
+	{"POST", "/v1/pending/{id}/expire", func(b Backend, r *http.Request) (any, error) {
+		p, err := b.Expire(r.Context(), r.PathValue("id"), r.URL.Query().Get("reason"))
+		if err != nil {
+			return nil, err
+		}
+		return Result(p), nil
+	}},
 	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
 		return map[string]int{"pid": os.Getpid()}, nil
 	}},
@@ -153,7 +193,7 @@ type errInvalid struct{ error }
 
 func (e errInvalid) Unwrap() error { return e.error }
 
-func readFile(r *http.Request) (*model.Config, []byte, error) {
+func readFile(r *http.Request) (*model.Config, *FileRequest, error) {
 	var req FileRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&req); err != nil {
 		return nil, nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, "decoding request: " + err.Error()}}
@@ -162,7 +202,7 @@ func readFile(r *http.Request) (*model.Config, []byte, error) {
 	if err != nil {
 		return nil, nil, errInvalid{err}
 	}
-	return cfg, req.Doc, nil
+	return cfg, &req, nil
 }
 
 // Handler serves the API for b.

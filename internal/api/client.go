@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"syscall"
 	"time"
 
@@ -82,13 +83,38 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // Plan asks the daemon for the plan of a file.
 func (c *Client) Plan(ctx context.Context, file string, doc []byte) (*PlanResult, error) {
 	var r PlanResult
-	return &r, c.do(ctx, "POST", "/v1/plan", FileRequest{file, doc}, &r)
+	return &r, c.do(ctx, "POST", "/v1/plan", FileRequest{File: file, Doc: doc}, &r)
 }
 
 // Apply sends a file to the daemon, which applies it and serves it.
 func (c *Client) Apply(ctx context.Context, file string, doc []byte) (*PlanResult, error) {
 	var r PlanResult
-	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{file, doc}, &r)
+	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc}, &r)
+}
+
+// ApplyConfirm applies a file that is rolled back unless confirmed within
+// window.
+func (c *Client) ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration) (*PlanResult, error) {
+	var r PlanResult
+	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc, Confirm: window.String()}, &r)
+}
+
+// Pending returns the apply waiting for confirmation, or nil.
+func (c *Client) Pending(ctx context.Context) (*store.Pending, error) {
+	var p *store.Pending
+	return p, c.do(ctx, "GET", "/v1/pending", nil, &p)
+}
+
+// Confirm keeps the pending apply.
+func (c *Client) Confirm(ctx context.Context) (*store.Pending, error) {
+	var p store.Pending
+	return &p, c.do(ctx, "POST", "/v1/confirm", nil, &p)
+}
+
+// Expire rolls back pending apply id, if it still waits.
+func (c *Client) Expire(ctx context.Context, id, reason string) (*PlanResult, error) {
+	var r PlanResult
+	return &r, c.do(ctx, "POST", "/v1/pending/"+url.PathEscape(id)+"/expire?reason="+url.QueryEscape(reason), nil, &r)
 }
 
 // Destroy asks the daemon to remove everything kvmnet owns.

@@ -92,6 +92,8 @@ type Daemon struct {
 	bind chan chan struct{}
 
 	metrics *metrics.Metrics
+	// ctx is Run's: timers the daemon holds (apply --confirm) end with it.
+	ctx context.Context
 }
 
 // bindWait bounds how long an ACK waits for its lease to be bound. It also
@@ -125,7 +127,7 @@ func Run(ctx context.Context, opt Options) error {
 	if opt.Resync == 0 {
 		opt.Resync = 30 * time.Second
 	}
-	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{})}
+	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{}), ctx: ctx}
 	ln, err := api.Listen(opt.Socket, opt.SocketGroup)
 	if err != nil {
 		return err
@@ -151,6 +153,15 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	d.converge(ctx, "start")
 	d.setConfig(cfg)
+	// An apply that waited for confirmation when the daemon stopped (or
+	// that a CLI without daemon left) still rolls back at its deadline, or
+	// at once if that has passed.
+	if pend, err := opt.Engine.Pending(); err != nil {
+		d.log.Error("reading the pending apply", "err", err)
+	} else if pend != nil {
+		d.log.Warn("an apply waits for confirmation", "revision", pend.Revision, "deadline", pend.Deadline)
+		d.armConfirm(*pend)
+	}
 
 	srv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {

@@ -38,6 +38,9 @@ type Engine struct {
 	Log    *slog.Logger
 	// Journal is the path of the apply journal (see journal); "" disables it.
 	Journal string
+	// Prober checks connectivity after an apply --confirm; nil probes the
+	// kernel's default gateway.
+	Prober Prober
 
 	mu sync.Mutex
 
@@ -144,6 +147,14 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := e.refusePending(); err != nil {
+		return nil, err
+	}
+	return e.apply(ctx, cfg, doc)
+}
+
+// apply is Apply with mu held.
+func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
 	p, err := e.run(ctx, cfg)
 	if err != nil {
 		return p, err
@@ -202,6 +213,9 @@ func (e *Engine) event(kind string, p *plan.Plan, what string) {
 func (e *Engine) Destroy(ctx context.Context) (*plan.Plan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err := e.refusePending(); err != nil {
+		return nil, err
+	}
 	p, err := e.run(ctx, &model.Config{Source: "destroy"})
 	if err != nil {
 		return p, err

@@ -43,6 +43,7 @@ var (
 	bucketOriginals = []byte("originals") // key -> original value
 	bucketLeases    = []byte("leases")    // network -> (mac -> Lease JSON)
 	bucketEvents    = []byte("events")    // seq -> Event (JSON)
+	bucketPending   = []byte("pending")   // "apply" -> Pending (JSON)
 )
 
 // ErrLocked is returned (wrapped) by Open when another process holds the
@@ -84,7 +85,7 @@ func open(path string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("opening state database %q: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRevisions, bucketDocuments, bucketOriginals, bucketLeases, bucketEvents} {
+		for _, b := range [][]byte{bucketRevisions, bucketDocuments, bucketOriginals, bucketLeases, bucketEvents, bucketPending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("creating bucket %q: %w", b, err)
 			}
