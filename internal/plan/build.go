@@ -111,9 +111,6 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
 					errs = append(errs, err)
 				}
-				if port.Iface.Security.SpoofguardOn() && !port.Iface.IP.IsValid() {
-					p.Warnings = append(p.Warnings, fmt.Sprintf("vm %q: on bridged network %q the IPv4 source of %s is not bound (the LAN's DHCP hands its address); give the interface ip: to bind it", port.VM, n.Name, port.Iface.Tap))
-				}
 			}
 			continue
 		}

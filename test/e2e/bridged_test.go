@@ -1,0 +1,364 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvmnet/kvmnet/internal/lab"
+)
+
+// hybridConfig is the lab host with a bridged network on its uplink next to
+// a NAT network that leaves through it.
+const hybridConfig = `networks:
+  - {name: lan, mode: bridged, uplink: eth0}
+  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}
+vms:
+  - name: app1
+    interfaces: [{network: lan, mac: "52:54:00:00:00:30", tap: app1-0}]
+  - name: db1
+    interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0}]
+`
+
+// ticker is an open TCP connection from a lab node to an echo server: a
+// numbered message goes out every 50 ms and the arrival of each echo is
+// timed, so a pause in the connection shows as a gap between echoes.
+type ticker struct {
+	mu       sync.Mutex
+	sent     int
+	got      int
+	outOfSeq int
+	last     time.Time
+	maxGap   time.Duration
+	exited   chan struct{}
+	stop     chan struct{}
+}
+
+const tickEvery = 50 * time.Millisecond
+
+func (w *world) ticker(node, addr, port string) *ticker {
+	w.t.Helper()
+	cmd := w.lab.Command(context.Background(), node, "socat", "-", "TCP:"+addr+":"+port)
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	tk := &ticker{exited: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			n, _ := strconv.Atoi(sc.Text())
+			now := time.Now()
+			tk.mu.Lock()
+			if n != tk.got+1 {
+				tk.outOfSeq++
+			}
+			tk.got = n
+			if !tk.last.IsZero() && now.Sub(tk.last) > tk.maxGap {
+				tk.maxGap = now.Sub(tk.last)
+			}
+			tk.last = now
+			tk.mu.Unlock()
+		}
+		cmd.Wait()
+		close(tk.exited)
+	}()
+	go func() {
+		t := time.NewTicker(tickEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-tk.stop:
+				in.Close()
+				return
+			case <-t.C:
+			}
+			tk.mu.Lock()
+			tk.sent++
+			n := tk.sent
+			tk.mu.Unlock()
+			if _, err := fmt.Fprintf(in, "%d\n", n); err != nil {
+				return
+			}
+		}
+	}()
+	w.t.Cleanup(func() {
+		select {
+		case <-tk.stop:
+		default:
+			close(tk.stop)
+		}
+		cmd.Process.Kill()
+	})
+	return tk
+}
+
+func (tk *ticker) counts() (sent, got int) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	return tk.sent, tk.got
+}
+
+// window resets the longest gap, so the next one measured is a change's.
+func (tk *ticker) window() {
+	tk.mu.Lock()
+	tk.maxGap = 0
+	tk.mu.Unlock()
+}
+
+func (tk *ticker) gap() time.Duration {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	return tk.maxGap
+}
+
+// waitEchoes waits until n more echoes than now have come back.
+func (w *world) waitEchoes(tk *ticker, n int) {
+	w.t.Helper()
+	_, from := tk.counts()
+	w.waitFor(fmt.Sprintf("%d more echoes", n), 15*time.Second, func() bool {
+		select {
+		case <-tk.exited:
+			w.t.Fatalf("the TCP stream ended")
+		default:
+		}
+		_, got := tk.counts()
+		return got >= from+n
+	})
+}
+
+func (w *world) mac(node, link string) string {
+	w.t.Helper()
+	var l []struct {
+		Address string `json:"address"`
+	}
+	if err := json.Unmarshal([]byte(w.mustExec(node, "ip", "-j", "link", "show", link)), &l); err != nil || len(l) != 1 {
+		w.t.Fatalf("reading %s's MAC in %s: %v", link, node, err)
+	}
+	return l[0].Address
+}
+
+// TestBridged converts the host's uplink into a bridge port under an open
+// TCP connection, checks the guests of both networks, and destroys.
+func TestBridged(t *testing.T) {
+	w := newWorld(t, hybridConfig)
+	before := w.dumps()
+	hostMAC := w.mac("host", "eth0")
+	w.serve("host", "socat", "TCP-LISTEN:7000,reuseaddr,fork", "EXEC:cat")
+	w.waitFor("the host's echo server", 10*time.Second, func() bool {
+		out, _ := w.exec("host", "ss", "-Hltn", "sport = :7000")
+		return strings.Contains(out, "LISTEN")
+	})
+	tk := w.ticker("lan", lab.HostLAN, "7000")
+	w.waitEchoes(tk, 10)
+	w.startDaemon()
+
+	tk.window()
+	out := w.mustKvmnet("apply", "-f", w.file)
+	w.waitEchoes(tk, 20)
+	conversion := tk.gap()
+	t.Logf("conversion: %s; longest gap between echoes (sent every %s): %s", strings.TrimSpace(out), tickEvery, conversion)
+
+	// Same address, same MAC, seen from the LAN.
+	if got := w.mac("host", "kv-lan"); got != hostMAC {
+		t.Errorf("kv-lan's MAC is %s, want the uplink's %s", got, hostMAC)
+	}
+	if addr := w.mustExec("host", "ip", "-br", "addr", "show", "kv-lan"); !strings.Contains(addr, lab.HostLAN+"/24") {
+		t.Errorf("kv-lan lacks the host's address:\n%s", addr)
+	}
+	if eth0 := w.mustExec("host", "ip", "-d", "addr", "show", "eth0"); strings.Contains(eth0, "inet ") || !strings.Contains(eth0, "master kv-lan") {
+		t.Errorf("eth0 after the conversion:\n%s", eth0)
+	}
+	if r := w.mustExec("host", "ip", "route", "show", "default"); !strings.Contains(r, "via "+lab.RouterLAN+" dev kv-lan") {
+		t.Errorf("default route after the conversion: %s", r)
+	}
+	if n := w.mustExec("lan", "ip", "neigh", "show", lab.HostLAN); !strings.Contains(n, hostMAC) {
+		t.Errorf("the router's neighbour entry of the host: %q, want MAC %s", n, hostMAC)
+	}
+	if out := w.mustKvmnet("apply", "-f", w.file); strings.TrimSpace(out) != "no changes" {
+		t.Errorf("second apply:\n%s", out)
+	}
+
+	// A guest of the bridged network is on the LAN: the LAN's DHCP server
+	// answers it, and the internet host sees its own address.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lease, err := w.lab.DHCP(ctx, "app1", "eth0")
+	if err != nil {
+		t.Fatalf("dhcp in app1: %v", err)
+	}
+	if first, last := netip.MustParseAddr(lab.DHCPFirst), netip.MustParseAddr(lab.DHCPLast); lease.IP.Less(first) || last.Less(lease.IP) || lease.ServerID.String() != lab.RouterLAN {
+		t.Errorf("app1's lease: %s from server %s; want an address of the LAN's pool from %s", lease.IP, lease.ServerID, lab.RouterLAN)
+	}
+	if !w.pings("app1", lab.RouterLAN) {
+		t.Errorf("app1 does not reach the LAN router")
+	}
+	w.serve("inet", "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
+	w.serve("app1", "socat", "TCP-LISTEN:9000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
+	var seen string
+	w.waitFor("app1 to reach the internet host", 10*time.Second, func() bool {
+		seen = w.ask("app1", lab.Internet, "8000")
+		return seen != ""
+	})
+	if seen != lease.IP.String() {
+		t.Errorf("the internet host sees app1 as %q, want its own address %s (no NAT)", seen, lease.IP)
+	}
+	if got := w.ask("lan", lease.IP.String(), "9000"); got != lab.RouterLAN {
+		t.Errorf("app1 seen from the LAN: %q (want the router's connection, from %s)", got, lab.RouterLAN)
+	}
+	// kvmnet's own DHCP serves the NAT network only.
+	db1 := w.lease("db1")
+	if got := w.ask("db1", lease.IP.String(), "9000"); got != lab.HostLAN {
+		t.Errorf("app1 sees the NAT guest db1 (%s) as %q, want the host's LAN address %s (masquerade)", db1, got, lab.HostLAN)
+	}
+	if socks := w.mustExec("host", "ss", "-Hlunp"); strings.Contains(socks, "%kv-lan") {
+		t.Errorf("a server listens on the bridged network:\n%s", socks)
+	}
+	if nets := w.mustKvmnet("get", "networks"); !strings.Contains(nets, "lan") || !strings.Contains(nets, "bridged") {
+		t.Errorf("get networks:\n%s", nets)
+	}
+
+	// Destroy gives everything back, under the same connection.
+	tk.window()
+	w.mustKvmnet("destroy")
+	w.waitEchoes(tk, 20)
+	t.Logf("destroy: longest gap between echoes: %s", tk.gap())
+	close(tk.stop)
+	w.waitFor("the stream to drain", 10*time.Second, func() bool {
+		sent, got := tk.counts()
+		return got == sent
+	})
+	if tk.outOfSeq != 0 {
+		t.Errorf("%d echoes out of sequence", tk.outOfSeq)
+	}
+	sent, got := tk.counts()
+	t.Logf("TCP stream: %d messages sent, %d echoed", sent, got)
+	w.stopDaemon()
+	compareDumps(t, "destroy after a bridged apply", before, w.dumps())
+}
+
+func writeFile(t *testing.T, name, doc string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// pendingDeadline reads the deadline of the pending apply.
+func (w *world) pendingDeadline() time.Time {
+	w.t.Helper()
+	var p struct {
+		Deadline time.Time `json:"deadline"`
+	}
+	if err := json.Unmarshal([]byte(w.mustKvmnet("get", "pending", "-o", "json")), &p); err != nil || p.Deadline.IsZero() {
+		w.t.Fatalf("get pending: %v", err)
+	}
+	return p.Deadline
+}
+
+func (w *world) converted() bool {
+	out, err := w.exec("host", "ip", "-d", "link", "show", "eth0")
+	return err == nil && strings.Contains(out, "master kv-lan")
+}
+
+// TestConfirm: apply --confirm rolls back a change that cuts the host off
+// at once, rolls back an unconfirmed one at its deadline (the CLI long
+// gone; without a daemon, and with one), and keeps a confirmed one.
+func TestConfirm(t *testing.T) {
+	w := newWorld(t, "")
+	before := w.dumps()
+	broken := writeFile(t, "broken.yaml", "networks:\n  - {name: lan, mode: bridged, uplink: eth0, hostAddress: none}\n")
+	good := writeFile(t, "good.yaml", "networks:\n  - {name: lan, mode: bridged, uplink: eth0}\n")
+
+	// The host loses its address: the gateway probe fails, rolled back.
+	start := time.Now()
+	out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
+	if err == nil || !strings.Contains(out, "rolled back") {
+		t.Fatalf("apply of a config that cuts the host off: %v\n%s", err, out)
+	}
+	w.waitFor("the host to answer from the LAN", 10*time.Second, func() bool { return w.pings("lan", lab.HostLAN) })
+	t.Logf("cut-off config: host reachable again %s after the apply started (%s)", time.Since(start).Round(time.Millisecond), strings.TrimSpace(out))
+	compareDumps(t, "after a rolled back cut-off", before, w.dumps())
+
+	// No confirmation, no daemon: the detached timer rolls back.
+	for _, daemon := range []bool{false, true} {
+		if daemon {
+			w.startDaemon()
+		}
+		out := w.mustKvmnet("apply", "-f", good, "--confirm", "3s")
+		if !w.converted() || !strings.Contains(out, "waits for confirmation") {
+			t.Fatalf("apply --confirm (daemon %t):\n%s", daemon, out)
+		}
+		deadline := w.pendingDeadline()
+		w.waitFor("the rollback", 15*time.Second, func() bool { return !w.converted() })
+		w.waitFor("the host's address on eth0", 5*time.Second, func() bool {
+			out, _ := w.exec("host", "ip", "-br", "addr", "show", "eth0")
+			return strings.Contains(out, lab.HostLAN+"/24")
+		})
+		t.Logf("unconfirmed (daemon %t): uplink given back %s after the deadline", daemon, time.Since(deadline).Round(time.Millisecond))
+		if time.Now().Before(deadline) {
+			t.Errorf("rolled back before the deadline")
+		}
+		if p := w.mustKvmnet("get", "pending"); !strings.Contains(p, "nothing waits") {
+			t.Errorf("get pending after the rollback:\n%s", p)
+		}
+		if ev := w.mustKvmnet("events"); !strings.Contains(ev, "not confirmed in time") {
+			t.Errorf("events lack the rollback:\n%s", ev)
+		}
+		if daemon {
+			w.stopDaemon()
+		}
+		compareDumps(t, fmt.Sprintf("after an unconfirmed apply (daemon %t)", daemon), before, w.dumps())
+	}
+
+	// Confirmed: the change stays past the deadline.
+	w.mustKvmnet("apply", "-f", good, "--confirm", "3s")
+	deadline := w.pendingDeadline()
+	w.mustKvmnet("confirm")
+	w.waitFor("the deadline to pass", 10*time.Second, func() bool { return time.Now().After(deadline.Add(time.Second)) })
+	if !w.converted() {
+		t.Errorf("a confirmed apply was rolled back")
+	}
+	if out, err := w.kvmnet("confirm"); err == nil {
+		t.Errorf("a second confirm succeeded:\n%s", out)
+	}
+	w.mustKvmnet("destroy")
+	compareDumps(t, "destroy after a confirmed apply", before, w.dumps())
+}
+
+// TestBridgedBadInput: what only the kernel reveals is refused with its
+// position, and nothing changes.
+func TestBridgedBadInput(t *testing.T) {
+	w := newWorld(t, hybridConfig)
+	w.mustExec("host", "ip", "link", "add", "other0", "type", "bridge")
+	w.mustExec("host", "ip", "link", "set", "app1-0", "master", "other0")
+	before := w.dumps()
+	for _, c := range []struct{ name, doc, want string }{
+		{"missing", "networks:\n  - {name: lan, mode: bridged, uplink: eth7}\n", `missing.yaml:2:40: networks[0].uplink: network "lan": uplink "eth7" does not exist`},
+		{"enslaved", "networks:\n  - {name: lan, mode: bridged, uplink: app1-0}\n", `uplink "app1-0" is already a port of "other0"`},
+		{"is-bridge", "networks:\n  - {name: lan, mode: bridged, uplink: other0}\n", `uplink "other0" is a bridge, not a physical interface`},
+		{"same-uplink", "networks:\n  - {name: lan, mode: bridged, uplink: eth0}\n  - {name: lan2, mode: bridged, uplink: eth0}\n", `"eth0" is already the uplink of network "lan"`},
+		{"subnet", "networks:\n  - {name: lan, mode: bridged, uplink: eth0, subnet: 10.0.0.0/24}\n", `subnet is only for mode nat`},
+		{"dhcp", "networks:\n  - {name: lan, mode: bridged, uplink: eth0, dhcp: {range: 10.0.0.10-10.0.0.20}}\n", `dhcp is only for mode nat`},
+	} {
+		out, err := w.kvmnet("apply", "-f", writeFile(t, c.name+".yaml", c.doc))
+		if err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("%s: %v\n%s\nwant it to contain %q", c.name, err, out, c.want)
+		}
+	}
+	compareDumps(t, "bad bridged input", before, w.dumps())
+}
