@@ -104,6 +104,7 @@ DHCP and DNS for it at once.`,
 				}
 				printApplied(cmd.OutOrStdout(), r)
 				printPending(cmd.OutOrStdout(), r.Pending)
+				noteManagers(cmd.OutOrStdout(), file, doc)
 				return nil
 			}
 			r, err := b.Apply(cmd.Context(), file, doc)
@@ -111,6 +112,7 @@ DHCP and DNS for it at once.`,
 				return err
 			}
 			printApplied(cmd.OutOrStdout(), r)
+			noteManagers(cmd.OutOrStdout(), file, doc)
 			return nil
 		},
 	}
@@ -222,10 +224,23 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
 	switch what {
 	case "networks", "network", "net":
-		row("NAME", "MODE", "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES")
+		row("NAME", "MODE", "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER")
+		var notes []string
 		for _, n := range st.Networks {
+			nf := n.BridgeNF
+			if nf == "" {
+				nf = "n/a"
+			}
 			row(n.Name, n.Mode, n.Bridge, dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
-				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases))
+				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf)
+			for _, note := range n.Notes {
+				notes = append(notes, fmt.Sprintf("%s: %s", n.Name, note))
+			}
+		}
+		notes = append(notes, st.Notes...)
+		if len(notes) > 0 {
+			tw.Flush()
+			fmt.Fprintf(w, "\n%s\n", strings.Join(notes, "\n"))
 		}
 	case "forwards", "forward":
 		row("NETWORK", "PROTO", "PORT", "TO", "FROM", "LISTEN", "STATE", "RATE")

@@ -26,6 +26,16 @@ type NetworkStatus struct {
 	Ports    int `json:"ports"`
 	Attached int `json:"attached"`
 	Leases   int `json:"leases"`
+	// Uplink is a bridged network's physical port, HostAddrs the host's
+	// own addresses on its bridge.
+	Uplink    string   `json:"uplink,omitempty"`
+	HostAddrs []string `json:"hostAddrs,omitempty"`
+	// BridgeNF says whether br_netfilter sends the bridge's traffic
+	// through iptables: "off", "on" (the bridge's own nf_call_* or the
+	// global sysctls), or "" when the kernel has no bridge netfilter.
+	BridgeNF string `json:"bridgeNetfilter,omitempty"`
+	// Notes are what the admin should know about the network.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // PortStatus is one row of `kvmnet get vms`.
@@ -75,6 +85,8 @@ type Status struct {
 	Leases   []store.Lease   `json:"leases"`
 	// Pools is filled by the daemon, which runs the DHCP servers.
 	Pools []PoolStatus `json:"pools,omitempty"`
+	// Notes are what the admin should know about the host as a whole.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // PoolStatus is the use of one network's DHCP pool.
@@ -131,6 +143,22 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 			st.Leases = append(st.Leases, l)
 		}
 	}
+	var globalNF []string
+	for _, k := range plan.BridgeNFSysctls {
+		if obs.Sysctls[k] == "1" {
+			globalNF = append(globalNF, strings.TrimPrefix(k, "net.bridge.bridge-nf-call-"))
+		}
+	}
+	if len(globalNF) > 0 && len(cfg.Networks) > 0 {
+		st.Notes = append(st.Notes, fmt.Sprintf("br_netfilter is loaded and net.bridge.bridge-nf-call-{%s}=1: every bridge's frames go through %s, whatever a bridge's own nf_call_* says (kvmnet turns its bridges' off); set them to 0 (sysctl -w) unless another tool needs them",
+			strings.Join(globalNF, ","), strings.Join(globalNF, ", ")))
+	}
+	uplinkBridge := map[string]string{}
+	for _, n := range cfg.Networks {
+		if n.Mode == model.ModeBridged {
+			uplinkBridge[n.Uplink] = n.Bridge
+		}
+	}
 	for _, n := range cfg.Networks {
 		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
 		if n.Mode == model.ModeNAT {
@@ -138,12 +166,30 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 			if ns.Egress == "" {
 				ns.Egress = obs.DefaultRouteLink
 			}
+			if b, ok := uplinkBridge[ns.Egress]; ok {
+				ns.Egress = b // the uplink is a bridge port: traffic leaves through the bridge
+			}
 		}
 		if l, ok := obs.Links[n.Bridge]; ok {
 			ns.State = "down"
 			if l.Up {
 				ns.State = "up"
 			}
+			ns.BridgeNF = l.BridgeNF
+		}
+		if n.Mode == model.ModeBridged {
+			ns.Uplink, ns.Egress = n.Uplink, n.Uplink
+			for _, a := range obs.Hosts[n.Bridge].Addrs {
+				ns.HostAddrs = append(ns.HostAddrs, a.Prefix.String())
+			}
+			if l, ok := obs.Links[n.Uplink]; !ok {
+				ns.Notes = append(ns.Notes, fmt.Sprintf("uplink %s does not exist", n.Uplink))
+			} else if l.Master != n.Bridge {
+				ns.Notes = append(ns.Notes, fmt.Sprintf("uplink %s is not a port of %s", n.Uplink, n.Bridge))
+			}
+		}
+		if len(globalNF) > 0 && ns.State != "missing" {
+			ns.BridgeNF = "on"
 		}
 		for _, p := range cfg.Ports(n.Name) {
 			ns.Ports++

@@ -122,6 +122,12 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 			}
 			obs.Sysctls[k] = v
 		}
+		// Optional: only there when br_netfilter is loaded.
+		for _, k := range plan.BridgeNFSysctls {
+			if v, err := h.Sysctl.Get(k); err == nil {
+				obs.Sysctls[k] = v
+			}
+		}
 		return nil
 	})
 	if err != nil {

@@ -34,6 +34,12 @@ func IsOwnedBridge(l Link) bool { return strings.HasPrefix(l.Alias, bridgeAliasT
 // IsOwnedTap reports whether l is a tap kvmnet created.
 func IsOwnedTap(l Link) bool { return strings.HasPrefix(l.Alias, tapAliasTag) }
 
+// BridgeNFSysctls are br_netfilter's global switches: when one is 1,
+// every bridge's traffic goes through that table family, whatever the
+// bridge's own nf_call_* says. They exist once br_netfilter is loaded;
+// kvmnet reports them and never changes them (other tools may need them).
+var BridgeNFSysctls = []string{"net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables", "net.bridge.bridge-nf-call-arptables"}
+
 // Sysctl keys kvmnet may change.
 const (
 	SysctlIPForward = "net.ipv4.ip_forward"

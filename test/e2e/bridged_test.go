@@ -226,8 +226,21 @@ func TestBridged(t *testing.T) {
 	if socks := w.mustExec("host", "ss", "-Hlunp"); strings.Contains(socks, "%kv-lan") {
 		t.Errorf("a server listens on the bridged network:\n%s", socks)
 	}
-	if nets := w.mustKvmnet("get", "networks"); !strings.Contains(nets, "lan") || !strings.Contains(nets, "bridged") {
+	nets := w.mustKvmnet("get", "networks")
+	if !strings.Contains(nets, "kv-lan") || !strings.Contains(nets, "bridged") || !strings.Contains(nets, lab.HostLAN+"/24") {
 		t.Errorf("get networks:\n%s", nets)
+	}
+	// The bridge's own nf_call_* are off; the global sysctls, when
+	// br_netfilter is loaded, are reported.
+	if d := w.mustExec("host", "ip", "-d", "link", "show", "kv-lan"); strings.Contains(d, "nf_call_iptables 1") {
+		t.Errorf("kv-lan calls iptables:\n%s", d)
+	}
+	if v, err := w.exec("host", "sysctl", "-n", "net.bridge.bridge-nf-call-iptables"); err == nil && strings.TrimSpace(v) == "1" {
+		if !strings.Contains(nets, "br_netfilter is loaded and net.bridge.bridge-nf-call-") {
+			t.Errorf("get networks does not say that br_netfilter's global sysctl applies:\n%s", nets)
+		}
+	} else {
+		t.Logf("br_netfilter not loaded here: the global-sysctl note is not checked")
 	}
 
 	// Destroy gives everything back, under the same connection.
