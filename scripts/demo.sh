@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The lab demo (`make demo`): two NAT networks on a KVM host that lives in
-# network namespaces, with real clients. Nothing touches this machine's own
+# The lab demo (`make demo`): a hybrid KVM host, one bridged network on its
+# LAN uplink and two NAT networks, living in network namespaces, with real
+# clients. Nothing touches this machine's own
 # network; everything is torn down at the end, also on Ctrl-C or failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +36,13 @@ step "2. What kvmnet would change on the KVM host"
 run "${KH[@]}" plan -f examples/lab.yaml
 
 step "3. Apply it (one atomic step), then apply again: nothing to do"
+run "$K" lab exec --prefix "$P" host -- ip -br addr show eth0
 run "${KH[@]}" apply -f examples/lab.yaml
 run "${KH[@]}" apply -f examples/lab.yaml
+echo "  -> eth0 is a port of kv-lan now; the host's address, route and MAC moved to the bridge:"
+run "$K" lab exec --prefix "$P" host -- ip -br link show kv-lan
+run "$K" lab exec --prefix "$P" host -- ip -br addr show kv-lan
+run "$K" lab exec --prefix "$P" host -- ip route show default
 
 step "4. Start the daemon: DHCP and DNS on each NAT bridge"
 printf '\033[2m$ %s daemon &\033[0m\n' "${KH[*]}"
@@ -49,10 +55,11 @@ for _ in $(seq 100); do
 done
 run "${KH[@]}" get networks
 
-step "5. Guests ask for leases with udhcpc: web1 has a reservation, db1 and t1 take pool addresses"
+step "5. Guests ask for leases with udhcpc: web1 has a reservation, db1 and t1 take pool addresses; app1, bridged, gets its address from the LAN's own DHCP server (172.30.0.1)"
 run "$K" lab dhcp --prefix "$P" web1
 run "$K" lab dhcp --prefix "$P" db1
 run "$K" lab dhcp --prefix "$P" t1
+run "$K" lab dhcp --prefix "$P" app1
 
 step "6. Guests resolve each other by name, and upstream names, through their gateway"
 run "$K" lab exec --prefix "$P" web1 -- dig +short db1.dev.kvm
@@ -65,6 +72,15 @@ SPID=$!
 for _ in $(seq 50); do "$K" lab exec --prefix "$P" inet -- ss -ltn | grep -q ':8000' && break; sleep 0.1; done
 run "$K" lab exec --prefix "$P" web1 -- ping -c2 -W2 203.0.113.10
 run "$K" lab exec --prefix "$P" web1 -- nc -w2 203.0.113.10 8000
+
+step "7b. app1 sits on the LAN: the internet host sees its own address; NAT guests reach it masqueraded"
+run "$K" lab exec --prefix "$P" app1 -- nc -w2 203.0.113.10 8000
+"$K" lab exec --prefix "$P" app1 -- socat TCP-LISTEN:9000,reuseaddr,fork 'SYSTEM:echo app1 sees you as $SOCAT_PEERADDR' &
+APID=$!
+for _ in $(seq 50); do "$K" lab exec --prefix "$P" app1 -- ss -ltn | grep -q ':9000' && break; sleep 0.1; done
+APP1=$("$K" lab exec --prefix "$P" app1 -- ip -4 -br addr show eth0 | awk '{print $3}' | cut -d/ -f1)
+run "$K" lab exec --prefix "$P" db1 -- nc -w2 "$APP1" 9000
+kill "$APID" 2>/dev/null || true
 
 step "8. Nothing gets in: the internet host cannot reach a guest, and guests of 'test' cannot reach 'dev'"
 # Give the LAN a route to the NAT subnet, so only kvmnet's firewall is in the way.
@@ -85,6 +101,12 @@ step "10. Port security: db1 pretends to be web1 (spoofed source address); the f
 run "$K" lab exec --prefix "$P" db1 -- hping3 -1 -c 3 -i u100000 -a 192.168.100.10 203.0.113.10 || true
 run "${KH[@]}" get ports
 
+step "10b. A change that would lock the host out: apply --confirm probes the gateway and rolls back by itself"
+printf 'networks:\n  - {name: lan, mode: bridged, uplink: eth0, hostAddress: none}\n' >"$STATE/lockout.yaml"
+run "${KH[@]}" apply -f "$STATE/lockout.yaml" --confirm 30s && exit 1 || echo "  -> rolled back at once: the gateway stopped answering"
+run "${KH[@]}" get pending
+run "$K" lab exec --prefix "$P" lan -- ping -c1 -W2 172.30.0.2
+
 step "11. What kvmnet shows"
 run "${KH[@]}" get vms
 run "${KH[@]}" get leases
@@ -92,6 +114,7 @@ run "${KH[@]}" get leases
 step "12. Destroy: everything kvmnet made is gone, ip_forward is back"
 kill "$DPID"; wait "$DPID" 2>/dev/null || true; DPID=""
 run "${KH[@]}" destroy
+run "$K" lab exec --prefix "$P" host -- ip -br addr show eth0
 run "$K" lab exec --prefix "$P" host -- nft list ruleset
 run "$K" lab exec --prefix "$P" host -- sysctl net.ipv4.ip_forward
 

@@ -252,11 +252,22 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 	// Originals that are back in place are forgotten, so the next change
 	// records the value of that time.
 	var errs []error
+	released := map[string]bool{}
 	for _, a := range p.Actions {
-		if a.Op == plan.OpRelease {
-			// The uplink has its configuration back.
-			errs = append(errs, e.Store.DeleteOriginal(plan.UplinkOriginalKey(a.Link)))
+		switch a.Op {
+		case plan.OpRelease:
+			released[a.Link] = true
+		case plan.OpConvert:
+			released[a.Link] = false // converted again, the other way
 		}
+	}
+	for link, gone := range released {
+		if gone {
+			// The uplink has its configuration back.
+			errs = append(errs, e.Store.DeleteOriginal(plan.UplinkOriginalKey(link)))
+		}
+	}
+	for _, a := range p.Actions {
 		if a.Op != plan.OpSysctl {
 			continue
 		}
@@ -272,6 +283,7 @@ func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
 // bridge by hand) keeps the first record (SetOriginal keeps the first
 // value): that is what destroy gives back.
 func (e *Engine) keepUplink(uplink string, u plan.Uplink) error {
+	u.Taken = time.Now().UTC()
 	v, err := plan.EncodeUplink(u)
 	if err != nil {
 		return err

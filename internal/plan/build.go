@@ -78,6 +78,10 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	wantUplinks := map[string]bool{}
 	natNets := 0
+	defaultLink := obs.DefaultRouteLink
+	if defaultLink == "" {
+		defaultLink = defaultAfterConversion(cfg, obs, opt)
+	}
 	p := &Plan{}
 	wantBridges := map[string]bool{}
 	wantPorts := map[string]desiredPort{}
@@ -123,7 +127,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			egress, listenOn = b, egress
 		}
 		if egress == "" {
-			egress = obs.DefaultRouteLink
+			egress = defaultLink
 			if b, ok := uplinkBridge[egress]; ok {
 				egress, listenOn = b, egress
 			}

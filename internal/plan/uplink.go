@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/kvmnet/kvmnet/internal/model"
 )
@@ -106,6 +107,9 @@ type Uplink struct {
 	// keep, dhcp and static move them, static without lifetimes; none
 	// moves none).
 	Move string `json:"move,omitempty"`
+	// Taken is when the configuration was read (the store sets it), so a
+	// release knows how much of a dynamic address's lifetime is left.
+	Taken time.Time `json:"taken,omitzero"`
 }
 
 // UplinkOriginalKey is the key under which the store keeps an uplink's
@@ -228,6 +232,16 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options) (creat
 			create = append(create, Action{Op: OpBridgeNF, Link: n.Bridge})
 		}
 	}
+	if orig, ok := opt.uplinkOriginals()[n.Uplink]; ok && u.Master == n.Bridge && len(orig.Config.Addrs) > 0 &&
+		hasAny(obs.Hosts[n.Bridge], orig.Config) != (n.HostAddress != model.HostAddressNone) {
+		// hostAddress changed to or from none: give the uplink its
+		// configuration back and convert it again, the new way.
+		rel := orig
+		rel.Bridge = n.Bridge
+		conv := Uplink{Bridge: n.Bridge, Config: orig.Config, Move: string(n.HostAddress)}
+		conv.Config.MTU, conv.Config.HWAddr = u.MTU, u.HWAddr
+		convert = append(convert, Action{Op: OpRelease, Link: n.Uplink, Uplink: &rel}, Action{Op: OpConvert, Link: n.Uplink, Uplink: &conv})
+	}
 	if u.Master != n.Bridge {
 		move := obs.Hosts[n.Uplink]
 		move.MTU, move.HWAddr = u.MTU, u.HWAddr
@@ -265,4 +279,26 @@ func hasAny(have, want HostConfig) bool {
 		}
 	}
 	return false
+}
+
+// defaultAfterConversion is the bridge that will hold the IPv4 default
+// route once this plan has converted its uplink, when the host has none
+// now (hostAddress none took it, and a rollback brings it back).
+func defaultAfterConversion(cfg *model.Config, obs *Observed, opt Options) string {
+	orig := opt.uplinkOriginals()
+	for _, n := range cfg.Networks {
+		if n.Mode != model.ModeBridged || n.HostAddress == model.HostAddressNone {
+			continue
+		}
+		routes := obs.Hosts[n.Uplink].Routes
+		if o, ok := orig[n.Uplink]; ok {
+			routes = append(routes, o.Config.Routes...)
+		}
+		for _, r := range routes {
+			if r.Dst.Bits() == 0 && r.Dst.Addr().Is4() {
+				return n.Bridge
+			}
+		}
+	}
+	return ""
 }

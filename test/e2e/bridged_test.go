@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/lab"
+	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
 )
 
 // hybridConfig is the lab host with a bridged network on its uplink next to
@@ -348,6 +349,26 @@ func TestConfirm(t *testing.T) {
 	}
 	if out, err := w.kvmnet("confirm"); err == nil {
 		t.Errorf("a second confirm succeeded:\n%s", out)
+	}
+
+	// On a converted host, hostAddress: none takes the host's address off
+	// the bridge: caught by the probe, and the rollback puts back the
+	// whole previous state (a NAT network whose egress is the default
+	// route's link included).
+	hybrid := writeFile(t, "hybrid.yaml", strings.Replace(hybridConfig, "vms:", "  - {name: test, mode: nat, subnet: 192.168.200.0/24}\nvms:", 1))
+	// The NAT bridges are deleted and made again (new ifindex, new random
+	// MAC): compare what matters to traffic.
+	host := w.lab.NS("host")
+	w.mustKvmnet("apply", "-f", hybrid)
+	nstest.WaitDAD(t, host)
+	converted := nstest.SemanticDump(t, host)
+	out, err = w.kvmnet("apply", "-f", broken, "--confirm", "30s")
+	if err == nil || !strings.Contains(out, "rolled back to revision") {
+		t.Fatalf("hostAddress none on a converted host: %v\n%s", err, out)
+	}
+	nstest.WaitDAD(t, host)
+	if got := nstest.SemanticDump(t, host); got != converted {
+		t.Errorf("after a rolled back hostAddress change:\n--- want\n%s\n--- got\n%s", converted, got)
 	}
 	w.mustKvmnet("destroy")
 	compareDumps(t, "destroy after a confirmed apply", before, w.dumps())

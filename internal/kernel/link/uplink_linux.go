@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -300,8 +301,15 @@ func (h *Handle) Release(uplink string, u plan.Uplink) (err error) {
 	for _, a := range u.Config.Addrs {
 		if cur, ok := now[a.Prefix]; ok {
 			a.ValidLft, a.PreferredLft = cur.ValidLft, cur.PreferredLft
-		} else if a.Dynamic() && u.Bridge != "" {
-			continue // expired on the bridge
+		} else if a.Dynamic() {
+			// Not on the bridge (hostAddress none, or it expired there):
+			// what is left of its lifetime since it was taken.
+			left := int64(a.ValidLft) - int64(time.Since(u.Taken).Seconds())
+			if u.Taken.IsZero() || left <= 0 {
+				continue
+			}
+			pref := int64(a.PreferredLft) - int64(time.Since(u.Taken).Seconds())
+			a.ValidLft, a.PreferredLft = uint32(left), uint32(max(pref, 0))
 		}
 		na := toNetlinkAddr(a, uIdx, u.Bridge, uplink, false, false)
 		if err := h.nl.AddrReplace(ul, na); err != nil {
