@@ -81,6 +81,8 @@ type Daemon struct {
 	cfg  *model.Config
 	dhcp map[string]*dhcpServer // by network
 	dns  map[string]*dnsServer  // by network
+	// hostDHCP are the host's DHCP clients on bridged networks' bridges.
+	hostDHCP map[string]*hostClient // by network
 	taps map[string]bool        // tap names of the desired state
 	// protected are the MACs of interfaces with spoofguard, whose leases
 	// must be bound before their ACK.
@@ -127,7 +129,7 @@ func Run(ctx context.Context, opt Options) error {
 	if opt.Resync == 0 {
 		opt.Resync = 30 * time.Second
 	}
-	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{}), ctx: ctx}
+	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, hostDHCP: map[string]*hostClient{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{}), ctx: ctx}
 	ln, err := api.Listen(opt.Socket, opt.SocketGroup)
 	if err != nil {
 		return err
@@ -378,6 +380,11 @@ func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
 		st.Pools = append(st.Pools, engine.PoolStatus{Network: p.Network, Size: p.Size, Used: p.Used, Free: p.Free, Reserved: p.Reserved})
 	}
 	sort.Slice(st.Pools, func(i, j int) bool { return st.Pools[i].Network < st.Pools[j].Network })
+	for i, n := range st.Networks {
+		if c, ok := d.hostDHCP[n.Name]; ok {
+			st.Networks[i].Notes = append(st.Networks[i].Notes, hostLeaseNote(c.Status()))
+		}
+	}
 	return st, nil
 }
 
@@ -464,6 +471,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 			delete(d.dhcp, name)
 		}
 	}
+	d.syncHostDHCP(cfg)
 	for name, s := range d.dns {
 		if !seen[name] {
 			s.Close()

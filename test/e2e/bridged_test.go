@@ -396,3 +396,78 @@ func TestBridgedBadInput(t *testing.T) {
 	}
 	compareDumps(t, "bad bridged input", before, w.dumps())
 }
+
+// addrLifetime returns the valid lifetime of addr on link in the host (-1
+// when absent).
+func (w *world) addrLifetime(link, addr string) int {
+	w.t.Helper()
+	var links []struct {
+		AddrInfo []struct {
+			Local string `json:"local"`
+			Valid int64  `json:"valid_life_time"`
+		} `json:"addr_info"`
+	}
+	out, err := w.exec("host", "ip", "-j", "addr", "show", link)
+	if err != nil || json.Unmarshal([]byte(out), &links) != nil {
+		return -1
+	}
+	for _, l := range links {
+		for _, a := range l.AddrInfo {
+			if a.Local == addr {
+				return int(a.Valid)
+			}
+		}
+	}
+	return -1
+}
+
+// TestBridgedHostDHCP: an address the uplink had learned by DHCP keeps
+// being renewed on the bridge by the daemon's DHCP client, from the LAN's
+// server; hostAddress: dhcp leases one for the bridge.
+func TestBridgedHostDHCP(t *testing.T) {
+	w := newWorld(t, "")
+	// The uplink's lease, as a DHCP client on eth0 would have left it:
+	// a secondary address with a finite lifetime, in the LAN's pool.
+	w.mustExec("host", "ip", "addr", "add", "172.30.0.150/24", "dev", "eth0", "valid_lft", "100", "preferred_lft", "100")
+	before := w.dumps()
+	w.startDaemon()
+	w.mustKvmnet("apply", "-f", writeFile(t, "keep.yaml", "networks:\n  - {name: lan, mode: bridged, uplink: eth0}\n"))
+	if got := w.addrLifetime("kv-lan", "172.30.0.150"); got <= 0 || got > 100 {
+		t.Fatalf("the leased address moved to kv-lan with lifetime %d, want what was left of 100 s", got)
+	}
+	w.waitFor("the lease to be renewed on kv-lan", 20*time.Second, func() bool {
+		return w.addrLifetime("kv-lan", "172.30.0.150") > 1000 // the LAN's leases last an hour
+	})
+	if nets := w.mustKvmnet("get", "networks"); !strings.Contains(nets, "host address 172.30.0.150/24 leased by dhcp from "+lab.RouterLAN) {
+		t.Errorf("get networks does not show the host's lease:\n%s", nets)
+	}
+	if got := w.addrLifetime("kv-lan", lab.HostLAN); got != 0xFFFFFFFF {
+		t.Errorf("the static address on kv-lan has lifetime %d, want forever", got)
+	}
+	w.mustKvmnet("destroy")
+	if got := w.addrLifetime("eth0", "172.30.0.150"); got <= 1000 {
+		t.Errorf("after destroy eth0 holds the lease with lifetime %d, want the renewed one", got)
+	}
+	// The lifetime is the renewed one now; everything else is as before.
+	w.mustExec("host", "ip", "addr", "change", "172.30.0.150/24", "dev", "eth0", "valid_lft", "100", "preferred_lft", "100")
+	compareDumps(t, "destroy after a renewed lease", before, w.dumps())
+
+	// hostAddress: dhcp: the bridge leases an address of its own.
+	w.mustExec("host", "ip", "addr", "del", "172.30.0.150/24", "dev", "eth0")
+	w.mustKvmnet("apply", "-f", writeFile(t, "dhcp.yaml", "networks:\n  - {name: lan, mode: bridged, uplink: eth0, hostAddress: dhcp}\n"))
+	var leased netip.Addr
+	w.waitFor("kv-lan to lease an address", 30*time.Second, func() bool {
+		out, _ := w.exec("host", "ip", "-4", "-br", "addr", "show", "kv-lan")
+		for _, f := range strings.Fields(out) {
+			if p, err := netip.ParsePrefix(f); err == nil && p.Addr().String() != lab.HostLAN {
+				leased = p.Addr()
+				return true
+			}
+		}
+		return false
+	})
+	if first, last := netip.MustParseAddr(lab.DHCPFirst), netip.MustParseAddr(lab.DHCPLast); leased.Less(first) || last.Less(leased) {
+		t.Errorf("kv-lan leased %s, outside the LAN's pool", leased)
+	}
+	w.mustKvmnet("destroy")
+}
