@@ -83,7 +83,7 @@ type Daemon struct {
 	dns  map[string]*dnsServer  // by network
 	// hostDHCP are the host's DHCP clients on bridged networks' bridges.
 	hostDHCP map[string]*hostClient // by network
-	taps map[string]bool        // tap names of the desired state
+	taps     map[string]bool        // tap names of the desired state
 	// protected are the MACs of interfaces with spoofguard, whose leases
 	// must be bound before their ACK.
 	protected map[string]bool
