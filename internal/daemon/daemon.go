@@ -83,7 +83,12 @@ type Daemon struct {
 	dns  map[string]*dnsServer  // by network
 	// hostDHCP are the host's DHCP clients on bridged networks' bridges.
 	hostDHCP map[string]*hostClient // by network
-	taps     map[string]bool        // tap names of the desired state
+	// snoopPorts are the protected ports of bridged networks, whose
+	// addresses the LAN's DHCP server hands out; snooping is set once the
+	// snooper runs.
+	snoopPorts map[string]snoopPort
+	snooping   bool
+	taps       map[string]bool // tap names of the desired state
 	// protected are the MACs of interfaces with spoofguard, whose leases
 	// must be bound before their ACK.
 	protected map[string]bool
@@ -472,6 +477,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 		}
 	}
 	d.syncHostDHCP(cfg)
+	d.syncSnooping(cfg)
 	for name, s := range d.dns {
 		if !seen[name] {
 			s.Close()

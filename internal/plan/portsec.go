@@ -26,11 +26,6 @@ const (
 	// SetSGBind holds TAP . MAC . IPV4, for the fast path of bound unicast
 	// TCP: one lookup instead of the whole chain.
 	SetSGBind = "sg_bind"
-	// SetSGAnyIP4 holds the protected taps whose IPv4 source is not bound:
-	// guests of bridged networks without ip:, whose addresses the LAN's
-	// DHCP server hands out. Their MAC, ARP MAC, DHCP-server and RA checks
-	// still apply.
-	SetSGAnyIP4 = "sg_any_ip4"
 )
 
 // DropReasons are the reasons port security drops a frame for; each has a
@@ -48,14 +43,14 @@ var bridgeRules = []Rule{
 	// ARP must name the port's MAC and one of its addresses (0.0.0.0 is
 	// an address probe, RFC 5227): no gateway impersonation.
 	{`iifname . arp saddr ether != @sg_mac update @drop_arp { iifname counter } drop`, "arp-mac"},
-	{`arp saddr ip != 0.0.0.0 iifname != @sg_any_ip4 iifname . arp saddr ip != @sg_ip4 update @drop_arp { iifname counter } drop`, "arp-ip"},
+	{`arp saddr ip != 0.0.0.0 iifname . arp saddr ip != @sg_ip4 update @drop_arp { iifname counter } drop`, "arp-ip"},
 	// Guests are DHCP clients, never servers (no rogue DHCP, no RAs).
 	{`udp sport 67 update @drop_dhcp_server { iifname counter } drop`, "dhcp-server"},
 	{`udp sport 547 update @drop_dhcp_server { iifname counter } drop`, "dhcp6-server"},
 	{`icmpv6 type nd-router-advert update @drop_ra { iifname counter } drop`, "ra"},
 	// Before it has an address, a guest may only ask for one.
 	{`ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept`, "dhcp-client"},
-	{`ether type ip iifname != @sg_any_ip4 iifname . ip saddr != @sg_ip4 update @drop_ip { iifname counter } drop`, "ip"},
+	{`ether type ip iifname . ip saddr != @sg_ip4 update @drop_ip { iifname counter } drop`, "ip"},
 	// IPv6: link-local and the unspecified address (DAD) only; kvmnet
 	// binds no global IPv6 addresses to guests.
 	{`ether type ip6 ip6 saddr != { ::, fe80::/10 } update @drop_ipv6 { iifname counter } drop`, "ipv6"},
@@ -80,7 +75,6 @@ func DesiredBridgeRuleset(storms []StormClass) Ruleset {
 		Set{Name: SetSGMAC, Type: "ifname . ether_addr", Comment: "port . its mac"},
 		Set{Name: SetSGIP4, Type: "ifname . ipv4_addr", Comment: "port . its addresses"},
 		Set{Name: SetSGBind, Type: "ifname . ether_addr . ipv4_addr", Comment: "port . its mac . its addresses"},
-		Set{Name: SetSGAnyIP4, Type: "ifname", Comment: "ports without a bound ipv4 address (bridged)"},
 	)
 	for _, r := range DropReasons {
 		rs.Sets = append(rs.Sets, Set{Name: DropSet(r), Type: "ifname", Dynamic: true, NoTimeout: true, Comment: "drops: " + r})
@@ -152,9 +146,6 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 	}
 	belems[SetSGPorts] = append(belems[SetSGPorts], tap)
 	belems[SetSGMAC] = append(belems[SetSGMAC], tap+" . "+p.Iface.HWAddr)
-	if n.Mode == model.ModeBridged && len(addrs) == 0 {
-		belems[SetSGAnyIP4] = append(belems[SetSGAnyIP4], tap)
-	}
 	for _, a := range addrs {
 		belems[SetSGIP4] = append(belems[SetSGIP4], tap+" . "+a.String())
 		belems[SetSGBind] = append(belems[SetSGBind], tap+" . "+p.Iface.HWAddr+" . "+a.String())

@@ -206,6 +206,16 @@ func TestBridged(t *testing.T) {
 	if !w.pings("app1", lab.RouterLAN) {
 		t.Errorf("app1 does not reach the LAN router")
 	}
+	// Port security binds app1 to the address the LAN's server gave it
+	// (DHCP snooping): its lease shows, and a spoofed source is dropped.
+	if leases := w.mustKvmnet("get", "leases"); !strings.Contains(leases, "52:54:00:00:00:30  "+lease.IP.String()) {
+		t.Errorf("get leases lacks app1's snooped lease %s:\n%s", lease.IP, leases)
+	}
+	ipDrops := w.drops("app1-0", "ip")
+	w.exec("app1", "hping3", "-1", "-c", "3", "-i", "u100000", "-a", "172.30.0.199", lab.Internet)
+	if got := w.drops("app1-0", "ip"); got < ipDrops+3 {
+		t.Errorf("app1's spoofed packets: ip drops %d -> %d, want +3", ipDrops, got)
+	}
 	w.serve("inet", "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
 	w.serve("app1", "socat", "TCP-LISTEN:9000,reuseaddr,fork", "SYSTEM:echo $SOCAT_PEERADDR")
 	var seen string
