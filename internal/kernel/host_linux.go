@@ -102,7 +102,11 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 			obs.Links[name] = l
 		}
 	}
-	if obs.Hosts, err = h.Link.HostConfigs(); err != nil {
+	names := make(map[int]string, len(links))
+	for _, l := range links {
+		names[l.Index] = l.Name
+	}
+	if obs.Hosts, err = h.Link.HostConfigsOf(names); err != nil {
 		return nil, err
 	}
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {

@@ -41,7 +41,14 @@ func (h *Handle) HostConfigs() (map[string]plan.HostConfig, error) {
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
+	return h.HostConfigsOf(names)
+}
+
+// HostConfigsOf is HostConfigs with the link names by index known (from
+// List): a host with a thousand taps is not listed twice.
+func (h *Handle) HostConfigsOf(names map[int]string) (map[string]plan.HostConfig, error) {
 	var addrs []netlink.Addr
+	var err error
 	for i := 0; i < maxDumpTries; i++ {
 		addrs, err = h.nl.AddrList(nil, netlink.FAMILY_ALL)
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
