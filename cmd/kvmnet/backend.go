@@ -61,6 +61,7 @@ func (l *local) Apply(ctx context.Context, file string, doc []byte) (*api.PlanRe
 	if err != nil {
 		return nil, err
 	}
+	l.eng.Keep(cfg, doc) // the next `kvmnet forward add` need not parse doc
 	return api.Result(p), nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,12 +10,78 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvmnet/kvmnet/internal/api"
 	"github.com/kvmnet/kvmnet/internal/model"
 )
 
-// editSource names the desired state an imperative edit produced, in
-// messages and in `kvmnet history`.
-const editSource = "kvmnet forward"
+// forwardArgs names the flag behind each key of a forward, for messages
+// about an edit's arguments (model.Edit).
+var forwardArgs = map[string]string{
+	"network": "--network", "proto": "--proto", "port": "--port", "to": "--to",
+	"from": "--from", "listen": "--listen", "rateLimit": "--rate-limit", "force": "--force",
+}
+
+// Edits name themselves in messages and in `kvmnet history`.
+const (
+	forwardAddEdit = "kvmnet forward add"
+	forwardRmEdit  = "kvmnet forward rm"
+)
+
+// forwardEditor edits forwards of the desired state in place: the daemon
+// (api.Client) or the local engine. Both check the edit against the
+// desired state they hold parsed and apply the result; neither sends,
+// parses or checks the whole file again.
+type forwardEditor interface {
+	AddForward(ctx context.Context, req api.ForwardRequest) (*api.PlanResult, error)
+	RemoveForward(ctx context.Context, req api.ForwardRequest) (*api.PlanResult, error)
+}
+
+var (
+	_ forwardEditor = remote{}
+	_ forwardEditor = (*local)(nil)
+)
+
+// AddForward implements forwardEditor.
+func (l *local) AddForward(ctx context.Context, req api.ForwardRequest) (*api.PlanResult, error) {
+	p, _, err := l.eng.AddForward(ctx, req.Network, req.Forward(), req.ModelEdit(forwardAddEdit))
+	if err != nil {
+		return nil, err
+	}
+	return api.Result(p), nil
+}
+
+// RemoveForward implements forwardEditor.
+func (l *local) RemoveForward(ctx context.Context, req api.ForwardRequest) (*api.PlanResult, error) {
+	p, _, err := l.eng.RemoveForward(ctx, req.Network, req.Port, req.Proto, req.ModelEdit(forwardRmEdit))
+	if err != nil {
+		return nil, err
+	}
+	return api.Result(p), nil
+}
+
+// editForward runs an edit of forwards through the daemon or the local
+// engine. A daemon older than this command has no route for it: the edit
+// then goes the long way, as a whole file (editDesired).
+func (g *globals) editForward(ctx context.Context, out io.Writer, req api.ForwardRequest,
+	fast func(forwardEditor, context.Context, api.ForwardRequest) (*api.PlanResult, error), slow func(*model.Config) error) error {
+	b, err := g.openBackend(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if fe, ok := b.(forwardEditor); ok {
+		r, err := fast(fe, ctx, req)
+		if !errors.Is(err, api.ErrNoForwardRoute) {
+			if err != nil {
+				return err
+			}
+			printApplied(out, r)
+			return nil
+		}
+		g.log.Warn("the daemon is older than this command; sending it the whole edited file", "socket", g.Socket())
+	}
+	return g.editDesired(ctx, b, out, req.Edit, slow)
+}
 
 func newForwardCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -30,15 +97,11 @@ connections that go through it.`,
 	return cmd
 }
 
-// editDesired loads the desired state, lets edit change it, and applies
-// the result. The edited config is parsed again, so every check of a file
-// applies to an edit too.
-func (g *globals) editDesired(ctx context.Context, out io.Writer, edit func(*model.Config) error) error {
-	b, err := g.openBackend(ctx)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
+// editDesired loads the desired state from b, lets edit change it, and
+// applies the result as a file named source. The edited config is parsed
+// again, so every check of a file applies to an edit too; with thousands
+// of forwards that takes most of a second, which editForward saves.
+func (g *globals) editDesired(ctx context.Context, b backend, out io.Writer, source string, edit func(*model.Config) error) error {
 	file, doc, err := b.Desired(ctx)
 	if err != nil {
 		return err
@@ -57,7 +120,7 @@ func (g *globals) editDesired(ctx context.Context, out io.Writer, edit func(*mod
 	if err != nil {
 		return err
 	}
-	r, err := b.Apply(ctx, editSource, newDoc)
+	r, err := b.Apply(ctx, source, newDoc)
 	if err != nil {
 		return err
 	}
@@ -90,7 +153,9 @@ func newForwardAddCmd(g *globals) *cobra.Command {
 			if network == "" || f.Port == "" || f.To == "" {
 				return fmt.Errorf("--network, --port and --to are required")
 			}
-			return g.editDesired(cmd.Context(), cmd.OutOrStdout(), func(cfg *model.Config) error {
+			req := api.ForwardRequest{Network: network, Proto: f.Proto, Port: f.Port, To: f.To, From: f.From,
+				Listen: f.Listen, RateLimit: f.RateLimit, Force: f.Force, Edit: forwardAddEdit, Args: forwardArgs}
+			return g.editForward(cmd.Context(), cmd.OutOrStdout(), req, forwardEditor.AddForward, func(cfg *model.Config) error {
 				n, err := findNetwork(cfg, network)
 				if err != nil {
 					return err
@@ -123,7 +188,8 @@ func newForwardRmCmd(g *globals) *cobra.Command {
 			if network == "" || port == "" {
 				return fmt.Errorf("--network and --port are required")
 			}
-			return g.editDesired(cmd.Context(), cmd.OutOrStdout(), func(cfg *model.Config) error {
+			req := api.ForwardRequest{Network: network, Port: port, Proto: proto, Edit: forwardRmEdit, Args: forwardArgs}
+			return g.editForward(cmd.Context(), cmd.OutOrStdout(), req, forwardEditor.RemoveForward, func(cfg *model.Config) error {
 				n, err := findNetwork(cfg, network)
 				if err != nil {
 					return err

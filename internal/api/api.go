@@ -183,6 +183,8 @@ var endpoints = []endpoint{
 		}
 		return Result(p), nil
 	}},
+	{"POST", "/v1/forwards", addForward},
+	{"DELETE", "/v1/forwards", removeForward},
 	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
 		return map[string]int{"pid": os.Getpid()}, nil
 	}},

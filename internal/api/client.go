@@ -73,7 +73,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		e := &Error{Status: resp.StatusCode}
 		if err := json.NewDecoder(resp.Body).Decode(&e.ErrorBody); err != nil {
-			return fmt.Errorf("daemon answered %s", resp.Status)
+			// Not an API error: a route this daemon does not have, say.
+			return &Error{Status: resp.StatusCode, ErrorBody: ErrorBody{Message: "daemon answered " + resp.Status}}
 		}
 		return e
 	}

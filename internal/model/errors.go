@@ -85,10 +85,18 @@ func Errors(err error) []*Error {
 // it to report like Parse does:
 //
 //	host.yaml:9:13: networks[1].egress: interface "eth9" does not exist (interfaces: eth0, lo)
+//
+// A setting an edit gave (Config.WithForward) is named by its argument
+// instead: "kvmnet forward add: --port: ...".
 func (c *Config) Errorf(path string, format string, args ...any) *Error {
 	e := &Error{File: c.Source, Path: path, Msg: fmt.Sprintf(format, args...)}
 	if p, ok := c.Positions.find(path); ok {
 		e.Line, e.Column = p.line, p.col
+		if p.byEdit {
+			// An edit's argument: name it, not a place in a file
+			// (kvmnet forward add: --port: ...).
+			e.File, e.Path = c.Positions.editName(), p.arg
+		}
 	}
 	return e
 }

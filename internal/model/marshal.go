@@ -2,7 +2,6 @@ package model
 
 import (
 	"bytes"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -180,9 +179,23 @@ func (w *writer) iface(in int, i *Interface) {
 	}
 }
 
-// plainRE matches strings that YAML reads back as the same plain string
-// without quotes. Everything else is double-quoted.
-var plainRE = regexp.MustCompile(`^[A-Za-z0-9_./][A-Za-z0-9_./:-]*$`)
+// isPlain reports whether YAML reads s back as the same plain string
+// without quotes: it matches ^[A-Za-z0-9_./][A-Za-z0-9_./:-]*$ (written
+// out rather than with the regexp engine, which took a third of the time
+// Marshal takes for 10,000 forwards; kvmnet forward add writes the whole
+// file). Everything else is double-quoted.
+func isPlain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '.', c == '/':
+		case (c == ':' || c == '-') && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
 
 // quote writes s as a YAML scalar that reads back as s. Go's quoting is a
 // subset of YAML's double-quoted style for what it produces.
@@ -191,7 +204,7 @@ func quote(s string) string {
 	case "null", "Null", "NULL", "~":
 		return strconv.Quote(s)
 	}
-	if plainRE.MatchString(s) && !strings.HasSuffix(s, ":") {
+	if isPlain(s) && !strings.HasSuffix(s, ":") {
 		return s
 	}
 	return strconv.Quote(s)
