@@ -340,13 +340,7 @@ func (d *Daemon) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
 	start := time.Now()
 	p, err := d.opt.Engine.Apply(ctx, cfg, doc)
-	d.metrics.ObserveApply(time.Since(start), err)
-	if err != nil {
-		return p, err
-	}
-	d.restartRecreated(p)
-	d.setConfig(cfg)
-	return p, nil
+	return d.served(start, p, cfg, err)
 }
 
 // Destroy implements api.Backend.

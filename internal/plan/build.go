@@ -102,20 +102,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			convert = append(convert, bv...)
 			wantBridges[n.Bridge] = true
 			wantUplinks[n.Uplink] = true
-			for _, port := range cfg.Ports(n.Name) {
-				if err := unsupportedPortSettings(cfg, port); err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				wantPorts[port.Iface.Tap] = desiredPort{
-					tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
-					spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
-					isolated: port.Iface.Security.Isolated,
-				}
-				if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
-					errs = append(errs, err)
-				}
-			}
+			errs = append(errs, ports(cfg, n, opt, wantPorts, elems, belems, storms, connLimits)...)
 			continue
 		}
 		natNets++
@@ -184,20 +171,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				}
 			}
 		}
-		for _, port := range cfg.Ports(n.Name) {
-			if err := unsupportedPortSettings(cfg, port); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			wantPorts[port.Iface.Tap] = desiredPort{
-				tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
-				spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
-				isolated: port.Iface.Security.Isolated,
-			}
-			if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, ports(cfg, n, opt, wantPorts, elems, belems, storms, connLimits)...)
 		elems[SetNATIfs] = append(elems[SetNATIfs], n.Bridge)
 		elems[SetNATSame] = append(elems[SetNATSame], n.Bridge+" . "+n.Bridge)
 		elems[SetNATOut] = append(elems[SetNATOut], n.Bridge+" . "+egress)
@@ -342,6 +316,26 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		p.Actions = append(p.Actions, group...)
 	}
 	return p, nil
+}
+
+// ports records the VM interfaces of network n and their port security.
+func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]desiredPort, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool) []error {
+	var errs []error
+	for _, port := range cfg.Ports(n.Name) {
+		if err := unsupportedPortSettings(cfg, port); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		want[port.Iface.Tap] = desiredPort{
+			tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
+			spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
+			isolated: port.Iface.Security.Isolated,
+		}
+		if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
 }
 
 // unsupportedPortSettings refuses per-port settings this version cannot
