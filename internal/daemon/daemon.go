@@ -231,6 +231,12 @@ func Run(ctx context.Context, opt Options) error {
 			d.mu.Unlock()
 			switch {
 			case wanted:
+				// The new tap first, then everything else.
+				if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
+					d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
+				} else if done {
+					d.log.Info("adopted tap", "tap", ev.Link)
+				}
 				d.converge(ctx, "link "+ev.Link)
 			case ev.Addr:
 				// Our own gateway addresses trigger this too; converging

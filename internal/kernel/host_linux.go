@@ -247,3 +247,9 @@ func (h *Host) NftSnapshot(ctx context.Context, fam knftables.Family) (snap stri
 func (h *Host) NftRestore(ctx context.Context, fam knftables.Family, s string) error {
 	return h.inNS("restoring nftables table", func() error { return h.NFT.Restore(ctx, fam, s) })
 }
+
+// LinkState returns one link (see link.Handle.Get).
+func (h *Host) LinkState(name string) (plan.Link, bool, error) {
+	l, ok, err := h.Link.Get(name)
+	return plan.Link{Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master, MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr}, ok, err
+}

@@ -482,3 +482,23 @@ func (h *Handle) BridgeNF(name string) (string, error) {
 	}
 	return state, nil
 }
+
+// Get returns one link as List would, without its addresses: what a late
+// tap's adoption needs to know, for the price of one request.
+func (h *Handle) Get(name string) (Link, bool, error) {
+	l, err := h.nl.LinkByName(name)
+	if IsNotFound(err) {
+		return Link{}, false, nil
+	}
+	if err != nil {
+		return Link{}, false, fmt.Errorf("finding link %q: %w", name, err)
+	}
+	a := l.Attrs()
+	out := Link{Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias, MTU: a.MTU, Up: a.Flags&net.FlagUp != 0, HWAddr: a.HardwareAddr.String()}
+	if a.MasterIndex != 0 {
+		if m, err := h.nl.LinkByIndex(a.MasterIndex); err == nil {
+			out.Master = m.Attrs().Name
+		}
+	}
+	return out, true, nil
+}

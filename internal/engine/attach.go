@@ -1,0 +1,72 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
+)
+
+// linkGetter reads one link; kernel.Host is one.
+type linkGetter interface {
+	LinkState(name string) (plan.Link, bool, error)
+}
+
+// AttachPort adopts tap, a VM interface of the desired state that has just
+// appeared: it is enslaved to its network's bridge and brought up (and
+// isolated, if asked). Its port security elements are in the tables
+// already: they are keyed by the tap's name and are there from the apply
+// that configured it. This is what a converge would do for the new tap,
+// without observing and planning everything else (at a thousand ports
+// that is most of the time); the caller converges afterwards as a safety
+// net. It reports whether it changed anything; it does nothing when the
+// tap's bridge is not kvmnet's bridge of that network (the converge
+// handles that).
+func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
+	lg, ok := e.Kernel.(linkGetter)
+	if !ok {
+		return false, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cfg, _, err := e.Desired()
+	if err != nil {
+		return false, err
+	}
+	for i := range cfg.Networks {
+		n := &cfg.Networks[i]
+		for _, p := range cfg.Ports(n.Name) {
+			if p.Iface.Tap != tap || p.Iface.CreateTap {
+				continue
+			}
+			l, ok, err := lg.LinkState(tap)
+			if err != nil || !ok || l.Master == n.Bridge {
+				return false, err
+			}
+			br, ok, err := lg.LinkState(n.Bridge)
+			if err != nil || !ok || br.Alias != plan.BridgeAlias(n.Name) {
+				return false, err
+			}
+			if err := e.Kernel.SetMaster(tap, n.Bridge); err != nil {
+				return false, err
+			}
+			if !l.Up {
+				if err := e.Kernel.SetUp(tap, true); err != nil {
+					return true, err
+				}
+			}
+			if p.Iface.Security.Isolated {
+				if err := e.Kernel.SetIsolated(tap, true); err != nil {
+					return true, err
+				}
+			}
+			ev := store.Event{Kind: "reconcile", Object: tap, Message: fmt.Sprintf("adopted tap %s of vm %q on bridge %s", tap, p.VM, n.Bridge)}
+			if err := e.Store.AddEvent(ev); err != nil {
+				e.Log.Warn("recording event failed", "kind", ev.Kind, "err", err)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
+}
