@@ -226,22 +226,45 @@ func Run(ctx context.Context, opt Options) error {
 				events = nil
 				continue
 			}
-			d.mu.Lock()
-			wanted := d.taps[ev.Link]
-			d.mu.Unlock()
-			switch {
-			case wanted:
-				// The new tap first, then everything else.
-				if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
-					d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
-				} else if done {
-					d.log.Info("adopted tap", "tap", ev.Link)
+			// Take every event already queued: a new tap comes with a
+			// few (its peer, its state, its enslaving), and one converge
+			// covers them all.
+			batch := []link.Event{ev}
+		drain:
+			for {
+				select {
+				case more, ok := <-events:
+					if !ok {
+						events = nil
+						break drain
+					}
+					batch = append(batch, more)
+				default:
+					break drain
 				}
-				d.converge(ctx, "link "+ev.Link)
-			case ev.Addr:
-				// Our own gateway addresses trigger this too; converging
-				// is then a no-op.
-				d.converge(ctx, "address")
+			}
+			why := ""
+			for _, ev := range batch {
+				d.mu.Lock()
+				wanted := d.taps[ev.Link]
+				d.mu.Unlock()
+				switch {
+				case wanted:
+					// The new tap first, then everything else.
+					if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
+						d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
+					} else if done {
+						d.log.Info("adopted tap", "tap", ev.Link)
+					}
+					why = "link " + ev.Link
+				case ev.Addr && why == "":
+					// Our own gateway addresses trigger this too; converging
+					// is then a no-op.
+					why = "address"
+				}
+			}
+			if why != "" {
+				d.converge(ctx, why)
 			}
 		case _, ok := <-nftEvents:
 			if !ok {
