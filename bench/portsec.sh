@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Port security's cost: two guests exchange iperf3 traffic on one bridge
 # with N other protected interfaces configured, against the same with port
-# security off; rounds interleaved (on, off, on, off, ...), medians
+# security off; rounds interleaved (on off, off on, ...), medians
 # compared. Then the time to attach the (N+1)th protected interface.
 # Everything runs in namespaces of its own.
 #
@@ -66,11 +66,14 @@ run() { # -> Gbit/s
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 on=(); off=()
+measure() { # on|off: apply that state, then measure it
+	"${KH[@]}" apply -f "$WORK/$1.yaml" >/dev/null
+	if [ "$1" = on ]; then on+=("$(run)"); else off+=("$(run)"); fi
+}
+# ABBA order (on off, off on, ...): neither state always runs first, right
+# after the apply that changed a thousand elements.
 for ((r = 1; r <= ROUNDS; r++)); do
-	"${KH[@]}" apply -f "$WORK/on.yaml" >/dev/null
-	on+=("$(run)")
-	"${KH[@]}" apply -f "$WORK/off.yaml" >/dev/null
-	off+=("$(run)")
+	if ((r % 2)); then measure on; measure off; else measure off; measure on; fi
 	echo "round $r: protected ${on[-1]} Gbit/s, unprotected ${off[-1]} Gbit/s" >&2
 done
 mon=$(printf '%s\n' "${on[@]}" | median)
