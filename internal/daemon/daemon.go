@@ -101,6 +101,17 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	// ctx is Run's: timers the daemon holds (apply --confirm) end with it.
 	ctx context.Context
+	// convergeReq holds the one converge waiting to run.
+	convergeReq chan string
+}
+
+// requestConverge asks for a converge. Requests made while one waits are
+// one: the converge reads the desired state and the kernel when it runs.
+func (d *Daemon) requestConverge(why string) {
+	select {
+	case d.convergeReq <- why:
+	default:
+	}
 }
 
 // bindWait bounds how long an ACK waits for its lease to be bound. It also
@@ -159,6 +170,19 @@ func Run(ctx context.Context, opt Options) error {
 		}()
 	}
 	d.converge(ctx, "start")
+	// Later converges run on their own goroutine, so the loop below
+	// stays free for what must not wait behind one (a new tap).
+	d.convergeReq = make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case why := <-d.convergeReq:
+				d.converge(ctx, why)
+			}
+		}
+	}()
 	d.setConfig(cfg)
 	// An apply that waited for confirmation when the daemon stopped (or
 	// that a CLI without daemon left) still rolls back at its deadline, or
@@ -264,24 +288,24 @@ func Run(ctx context.Context, opt Options) error {
 				}
 			}
 			if why != "" {
-				d.converge(ctx, why)
+				d.requestConverge(why)
 			}
 		case _, ok := <-nftEvents:
 			if !ok {
 				nftEvents = nil
 				continue
 			}
-			d.converge(ctx, "nftables")
+			d.requestConverge("nftables")
 		case done := <-d.bind:
 			d.converge(ctx, "dhcp lease")
 			close(done)
 		case <-d.kick:
-			d.converge(ctx, "services")
+			d.requestConverge("services")
 		case <-tick.C:
-			d.converge(ctx, "periodic")
+			d.requestConverge("periodic")
 		case <-sysctlTick.C:
 			if d.sysctlDrifted() {
-				d.converge(ctx, "sysctl")
+				d.requestConverge("sysctl")
 			}
 		}
 	}

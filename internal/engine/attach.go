@@ -23,13 +23,16 @@ type linkGetter interface {
 // net. It reports whether it changed anything; it does nothing when the
 // tap's bridge is not kvmnet's bridge of that network (the converge
 // handles that).
+//
+// It does not wait for an apply or converge in progress (that would be
+// most of its time at a thousand ports): racing one, it does at most what
+// that one does too (enslaving is idempotent), and the converge that
+// follows undoes it if a new desired state no longer has the tap.
 func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
 	lg, ok := e.Kernel.(linkGetter)
 	if !ok {
 		return false, nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	cfg, _, err := e.Desired()
 	if err != nil {
 		return false, err
