@@ -336,6 +336,12 @@ func TestConfirm(t *testing.T) {
 	for _, daemon := range []bool{false, true} {
 		if daemon {
 			w.startDaemon()
+			// The daemon probes and rolls back a cut-off as well.
+			out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
+			if err == nil || !strings.Contains(out, "rolled back") {
+				t.Fatalf("apply of a cut-off config through the daemon: %v\n%s", err, out)
+			}
+			compareDumps(t, "after a cut-off rolled back by the daemon", before, w.dumps())
 		}
 		out := w.mustKvmnet("apply", "-f", good, "--confirm", "3s")
 		if !w.converted() || !strings.Contains(out, "waits for confirmation") {
