@@ -83,7 +83,7 @@ var ObservedSysctls = []string{plan.SysctlIPForward}
 // Observe takes a fresh look at links, addresses, the default route, the
 // kvmnet table and the sysctls.
 func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
-	links, err := h.Link.List()
+	links, hosts, err := h.Link.ListWithHosts()
 	if err != nil {
 		return nil, err
 	}
@@ -102,13 +102,7 @@ func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
 			obs.Links[name] = l
 		}
 	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Index] = l.Name
-	}
-	if obs.Hosts, err = h.Link.HostConfigsOf(names); err != nil {
-		return nil, err
-	}
+	obs.Hosts = hosts
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
 // Link is what kvmnet needs to know about one network device.
@@ -98,6 +100,17 @@ func IsExist(err error) bool { return errors.Is(err, unix.EEXIST) }
 
 // List returns every link of the namespace with its IPv4 addresses.
 func (h *Handle) List() ([]Link, error) {
+	links, _, err := h.list(false)
+	return links, err
+}
+
+// ListWithHosts is List, plus every link's host configuration (see
+// HostConfigs), from the same link and address dumps.
+func (h *Handle) ListWithHosts() ([]Link, map[string]plan.HostConfig, error) {
+	return h.list(true)
+}
+
+func (h *Handle) list(hosts bool) ([]Link, map[string]plan.HostConfig, error) {
 	var links []netlink.Link
 	var err error
 	for i := 0; i < maxDumpTries; i++ {
@@ -107,20 +120,31 @@ func (h *Handle) List() ([]Link, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
+		return nil, nil, fmt.Errorf("listing links: %w", err)
 	}
 	names := make(map[int]string, len(links))
 	for _, l := range links {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	addrs, err := h.addrs()
+	family := netlink.FAMILY_V4
+	if hosts {
+		family = netlink.FAMILY_ALL
+	}
+	list, err := h.addrList(family)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	isolated, err := h.isolatedPorts()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var hc map[string]plan.HostConfig
+	if hosts {
+		if hc, err = h.hostConfigs(names, list); err != nil {
+			return nil, nil, err
+		}
+	}
+	addrs := globalIPv4(list)
 	out := make([]Link, 0, len(links))
 	for _, l := range links {
 		a := l.Attrs()
@@ -137,7 +161,7 @@ func (h *Handle) List() ([]Link, error) {
 			Addrs:    addrs[a.Index],
 		})
 	}
-	return out, nil
+	return out, hc, nil
 }
 
 // isolatedPorts returns the indexes of bridge ports whose isolated flag is
@@ -188,12 +212,12 @@ func (h *Handle) isolatedPorts() (map[int]bool, error) {
 	return out, nil
 }
 
-// addrs dumps the IPv4 global addresses of all links, by link index.
-func (h *Handle) addrs() (map[int][]netip.Prefix, error) {
+// addrList dumps the addresses of all links of a family.
+func (h *Handle) addrList(family int) ([]netlink.Addr, error) {
 	var list []netlink.Addr
 	var err error
 	for i := 0; i < maxDumpTries; i++ {
-		list, err = h.nl.AddrList(nil, netlink.FAMILY_V4)
+		list, err = h.nl.AddrList(nil, family)
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
@@ -201,6 +225,11 @@ func (h *Handle) addrs() (map[int][]netip.Prefix, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
+	return list, nil
+}
+
+// globalIPv4 picks the IPv4 global addresses of list, by link index.
+func globalIPv4(list []netlink.Addr) map[int][]netip.Prefix {
 	out := map[int][]netip.Prefix{}
 	for _, a := range list {
 		if a.Scope != int(netlink.SCOPE_UNIVERSE) {
@@ -213,7 +242,7 @@ func (h *Handle) addrs() (map[int][]netip.Prefix, error) {
 		ones, _ := a.Mask.Size()
 		out[a.LinkIndex] = append(out[a.LinkIndex], netip.PrefixFrom(ip, ones))
 	}
-	return out, nil
+	return out
 }
 
 // DefaultRouteLink returns the name of the link of the IPv4 default route

@@ -33,31 +33,13 @@ const (
 // advertisements, and without IPv6 link-local addresses (every link
 // makes its own from its MAC).
 func (h *Handle) HostConfigs() (map[string]plan.HostConfig, error) {
-	links, err := h.nl.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
-	}
-	names := map[int]string{}
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
-	return h.HostConfigsOf(names)
+	_, hc, err := h.list(true)
+	return hc, err
 }
 
-// HostConfigsOf is HostConfigs with the link names by index known (from
-// List): a host with a thousand taps is not listed twice.
-func (h *Handle) HostConfigsOf(names map[int]string) (map[string]plan.HostConfig, error) {
-	var addrs []netlink.Addr
-	var err error
-	for i := 0; i < maxDumpTries; i++ {
-		addrs, err = h.nl.AddrList(nil, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing addresses: %w", err)
-	}
+// hostConfigs builds HostConfigs from an address dump of every family and
+// a dump of the routes of every table.
+func (h *Handle) hostConfigs(names map[int]string, addrs []netlink.Addr) (map[string]plan.HostConfig, error) {
 	out := map[string]plan.HostConfig{}
 	for _, a := range addrs {
 		ha, ok := hostAddr(a)
@@ -70,6 +52,7 @@ func (h *Handle) HostConfigsOf(names map[int]string) (map[string]plan.HostConfig
 		out[name] = c
 	}
 	var routes []netlink.Route
+	var err error
 	for i := 0; i < maxDumpTries; i++ {
 		routes, err = h.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 		if !errors.Is(err, netlink.ErrDumpInterrupted) {
@@ -292,12 +275,14 @@ func (h *Handle) Release(uplink string, u plan.Uplink) (err error) {
 		if br, err = h.byName(u.Bridge); err != nil {
 			return err
 		}
-		all, err := h.HostConfigs()
+		list, err := h.nl.AddrList(br, netlink.FAMILY_ALL)
 		if err != nil {
-			return err
+			return fmt.Errorf("listing addresses of %q: %w", u.Bridge, err)
 		}
-		for _, a := range all[u.Bridge].Addrs {
-			now[a.Prefix] = a
+		for _, na := range list {
+			if a, ok := hostAddr(na); ok {
+				now[a.Prefix] = a
+			}
 		}
 	}
 	uIdx := ul.Attrs().Index
