@@ -153,12 +153,7 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 		st.Notes = append(st.Notes, fmt.Sprintf("br_netfilter is loaded and net.bridge.bridge-nf-call-{%s}=1: every bridge's frames go through %s, whatever a bridge's own nf_call_* says (kvmnet turns its bridges' off); set them to 0 (sysctl -w) unless another tool needs them",
 			strings.Join(globalNF, ","), strings.Join(globalNF, ", ")))
 	}
-	uplinkBridge := map[string]string{}
-	for _, n := range cfg.Networks {
-		if n.Mode == model.ModeBridged {
-			uplinkBridge[n.Uplink] = n.Bridge
-		}
-	}
+	uplinkBridge := plan.UplinkBridges(cfg)
 	for _, n := range cfg.Networks {
 		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
 		if n.Mode == model.ModeNAT {

@@ -69,18 +69,15 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		create, convert, enslave, addrAdd, addrDel, restore, need, release, del []Action
 	)
 	// Uplinks of bridged networks, to their bridges: a nat network whose
-	// egress is one leaves through the bridge.
-	uplinkBridge := map[string]string{}
-	for _, n := range cfg.Networks {
-		if n.Mode == model.ModeBridged {
-			uplinkBridge[n.Uplink] = n.Bridge
-		}
-	}
+	// egress is one leaves through the bridge. uplinks are the stored
+	// configurations of uplinks from before their conversion.
+	uplinkBridge := UplinkBridges(cfg)
+	uplinks := opt.uplinkOriginals()
 	wantUplinks := map[string]bool{}
 	natNets := 0
 	defaultLink := obs.DefaultRouteLink
 	if defaultLink == "" {
-		defaultLink = defaultAfterConversion(cfg, obs, opt)
+		defaultLink = defaultAfterConversion(cfg, obs, uplinks)
 	}
 	p := &Plan{}
 	wantBridges := map[string]bool{}
@@ -93,7 +90,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		if n.Mode == model.ModeBridged {
-			bc, bv, err := bridgedNetwork(cfg, i, obs, opt)
+			bc, bv, err := bridgedNetwork(cfg, i, obs, opt, uplinks)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -224,7 +221,6 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 
 	// What kvmnet owns and no longer wants.
-	uplinks := opt.uplinkOriginals()
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
 		if _, wanted := wantPorts[name]; wanted || wantUplinks[name] {

@@ -129,6 +129,18 @@ func DecodeUplink(s string) (Uplink, error) {
 	return u, err
 }
 
+// UplinkBridges maps the uplinks of cfg's bridged networks to their
+// bridges: a nat network whose egress is one leaves through the bridge.
+func UplinkBridges(cfg *model.Config) map[string]string {
+	out := map[string]string{}
+	for _, n := range cfg.Networks {
+		if n.Mode == model.ModeBridged {
+			out[n.Uplink] = n.Bridge
+		}
+	}
+	return out
+}
+
 // uplinkOriginals returns the stored originals of uplinks, by uplink name.
 func (o Options) uplinkOriginals() map[string]Uplink {
 	out := map[string]Uplink{}
@@ -189,7 +201,7 @@ func releaseCommands(uplink string, u Uplink) string {
 
 // bridgedNetwork plans network i (mode bridged): its bridge, with the
 // uplink's MAC, and the uplink's conversion.
-func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options) (create, convert []Action, err error) {
+func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options, uplinks map[string]Uplink) (create, convert []Action, err error) {
 	n := &cfg.Networks[i]
 	path := fmt.Sprintf("networks[%d]", i)
 	u, ok := obs.Links[n.Uplink]
@@ -232,7 +244,8 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options) (creat
 			create = append(create, Action{Op: OpBridgeNF, Link: n.Bridge})
 		}
 	}
-	if orig, ok := opt.uplinkOriginals()[n.Uplink]; ok && u.Master == n.Bridge && len(orig.Config.Addrs) > 0 &&
+	orig, hasOrig := uplinks[n.Uplink]
+	if hasOrig && u.Master == n.Bridge && len(orig.Config.Addrs) > 0 &&
 		hasAny(obs.Hosts[n.Bridge], orig.Config) != (n.HostAddress != model.HostAddressNone) {
 		// hostAddress changed to or from none: give the uplink its
 		// configuration back and convert it again, the new way.
@@ -245,7 +258,7 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options) (creat
 	if u.Master != n.Bridge {
 		move := obs.Hosts[n.Uplink]
 		move.MTU, move.HWAddr = u.MTU, u.HWAddr
-		if orig, ok := opt.uplinkOriginals()[n.Uplink]; ok && len(move.Addrs) == 0 && len(move.Routes) == 0 {
+		if hasOrig && len(move.Addrs) == 0 && len(move.Routes) == 0 {
 			// The bridge was deleted behind kvmnet's back and took the
 			// host's addresses with it: move the ones from before.
 			move.Addrs, move.Routes = orig.Config.Addrs, orig.Config.Routes
@@ -284,8 +297,7 @@ func hasAny(have, want HostConfig) bool {
 // defaultAfterConversion is the bridge that will hold the IPv4 default
 // route once this plan has converted its uplink, when the host has none
 // now (hostAddress none took it, and a rollback brings it back).
-func defaultAfterConversion(cfg *model.Config, obs *Observed, opt Options) string {
-	orig := opt.uplinkOriginals()
+func defaultAfterConversion(cfg *model.Config, obs *Observed, orig map[string]Uplink) string {
 	for _, n := range cfg.Networks {
 		if n.Mode != model.ModeBridged || n.HostAddress == model.HostAddressNone {
 			continue
