@@ -270,13 +270,13 @@ func (b *dhcpBench) serveDNSMasq(ctx context.Context) (*DHCPServer, error) {
 		return nil, err
 	}
 	b.procs = append(b.procs, d)
-	err = poll(ctx, "dnsmasq's DHCP server", 10*time.Second, 20*time.Millisecond, func() error {
+	err = lab.Poll(ctx, "dnsmasq's DHCP server", 10*time.Second, 20*time.Millisecond, func() error {
 		if d.exited() {
 			msg, _ := os.ReadFile(out.Name())
 			return fmt.Errorf("dnsmasq exited: %s", strings.TrimSpace(string(msg)))
 		}
 		if ok, _ := listening(d.cmd.Process.Pid, "udp", 67); !ok {
-			return errNotYet
+			return lab.ErrNotYet
 		}
 		return nil
 	})

@@ -491,13 +491,13 @@ func (b *netBench) startServers(ctx context.Context, ns string) error {
 	}
 	b.procs = append(b.procs, d)
 	// ip execs iperf3, so the pid is iperf3's and /proc/PID/net is ns's.
-	err = poll(ctx, "iperf3 to listen in "+ns, 10*time.Second, 10*time.Millisecond, func() error {
+	err = lab.Poll(ctx, "iperf3 to listen in "+ns, 10*time.Second, 10*time.Millisecond, func() error {
 		if d.exited() {
 			return fmt.Errorf("iperf3 server in %s exited: %v", ns, d.err)
 		}
 		ok, err := listening(d.cmd.Process.Pid, "tcp", iperfPort)
 		if err != nil || !ok {
-			return errNotYet
+			return lab.ErrNotYet
 		}
 		return nil
 	})
@@ -625,7 +625,7 @@ func (b *netBench) iperf(ctx context.Context, pr *pathRun, extra ...string) (Ipe
 		"--port", strconv.Itoa(iperfPort), "--time", strconv.Itoa(secs), "--json", "--connect-timeout", "3000"}, extra...)
 	var res IperfResult
 	var share float64
-	err := poll(ctx, "iperf3 server on "+pr.name, 10*time.Second, 100*time.Millisecond, func() error {
+	err := lab.Poll(ctx, "iperf3 server on "+pr.name, 10*time.Second, 100*time.Millisecond, func() error {
 		runCtx, cancel := context.WithTimeout(ctx, b.o.Duration+30*time.Second)
 		defer cancel()
 		before, cerr := ReadCPU()
@@ -636,7 +636,7 @@ func (b *netBench) iperf(ctx context.Context, pr *pathRun, extra ...string) (Ipe
 		r, err := ParseIperf([]byte(out))
 		switch {
 		case errors.Is(err, ErrIperfBusy):
-			return fmt.Errorf("%w: %v", errNotYet, err)
+			return fmt.Errorf("%w: %v", lab.ErrNotYet, err)
 		case err != nil && runErr != nil:
 			return fmt.Errorf("%w (%v)", err, runErr)
 		case err != nil:

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,32 +33,6 @@ func ipCmds(ctx context.Context, cmds ...[]string) error {
 // inNS runs a command in namespace ns (`ip netns exec`).
 func inNS(ctx context.Context, ns string, args ...string) (string, error) {
 	return run(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...)
-}
-
-// errNotYet is what a poll condition returns while it is not met.
-var errNotYet = errors.New("not yet")
-
-// poll calls cond every interval until it returns nil, a hard error (not
-// wrapping errNotYet), or timeout passes.
-func poll(parent context.Context, what string, timeout, interval time.Duration, cond func() error) error {
-	ctx, cancel := context.WithTimeout(parent, timeout)
-	defer cancel()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil || !errors.Is(err, errNotYet) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			if parent.Err() != nil {
-				return fmt.Errorf("waiting for %s: %w", what, parent.Err())
-			}
-			return fmt.Errorf("waiting for %s: gave up after %s: %w", what, timeout, err)
-		case <-tick.C:
-		}
-	}
 }
 
 // listening reports whether process pid's network namespace has a socket
@@ -152,13 +125,13 @@ func startDaemon(ctx context.Context, kvmnet, ns, stateDir string) (*daemonProc,
 	if err != nil {
 		return nil, err
 	}
-	err = poll(ctx, "the kvmnet daemon to serve DHCP", 20*time.Second, 20*time.Millisecond, func() error {
+	err = lab.Poll(ctx, "the kvmnet daemon to serve DHCP", 20*time.Second, 20*time.Millisecond, func() error {
 		if d.exited() {
 			out, _ := os.ReadFile(logPath)
 			return fmt.Errorf("the kvmnet daemon exited: %s", strings.TrimSpace(string(out)))
 		}
 		if ok, _ := listening(d.cmd.Process.Pid, "udp", 67); !ok {
-			return errNotYet
+			return lab.ErrNotYet
 		}
 		return nil
 	})

@@ -101,7 +101,7 @@ func waitDNS(ctx context.Context, lanNS string, exited <-chan struct{}, outFile 
 	co := &dns.Conn{Conn: conn}
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(RouterName), dns.TypeA)
-	return poll(ctx, "dnsmasq to answer on "+RouterLAN+":53", dnsmasqReady, 20*time.Millisecond, func() error {
+	return Poll(ctx, "dnsmasq to answer on "+RouterLAN+":53", dnsmasqReady, 20*time.Millisecond, func() error {
 		select {
 		case <-exited:
 			msg, _ := os.ReadFile(outFile)
@@ -111,19 +111,19 @@ func waitDNS(ctx context.Context, lanNS string, exited <-chan struct{}, outFile 
 		q.Id = dns.Id()
 		_ = conn.SetDeadline(time.Now().Add(200 * time.Millisecond))
 		if err := co.WriteMsg(q); err != nil {
-			return fmt.Errorf("%w: %v", errNotYet, err)
+			return fmt.Errorf("%w: %v", ErrNotYet, err)
 		}
 		// Before dnsmasq binds, the kernel answers with port unreachable
 		// and the read fails at once with "connection refused".
 		r, err := co.ReadMsg()
 		if err != nil {
-			return fmt.Errorf("%w: %v", errNotYet, err)
+			return fmt.Errorf("%w: %v", ErrNotYet, err)
 		}
 		for _, rr := range r.Answer {
 			if a, ok := rr.(*dns.A); ok && a.A.String() == RouterLAN {
 				return nil
 			}
 		}
-		return errors.Join(errNotYet, fmt.Errorf("unexpected answer %v", r.Answer))
+		return errors.Join(ErrNotYet, fmt.Errorf("unexpected answer %v", r.Answer))
 	})
 }

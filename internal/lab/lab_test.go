@@ -441,11 +441,11 @@ func startIdle(t *testing.T, l *Lab, node string) (*exec.Cmd, <-chan error) {
 		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
-	err = poll(t.Context(), "cat to run in "+l.NS(node), 10*time.Second, 5*time.Millisecond, func() error {
+	err = Poll(t.Context(), "cat to run in "+l.NS(node), 10*time.Second, 5*time.Millisecond, func() error {
 		got, err := netnsID(fmt.Sprintf("/proc/%d/ns/net", pid))
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 		if err != nil || got != id || strings.TrimSpace(string(comm)) != "cat" {
-			return errNotYet
+			return ErrNotYet
 		}
 		return nil
 	})

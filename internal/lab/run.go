@@ -88,21 +88,21 @@ func inNetns(ns string, fn func() error) error {
 	return <-errc
 }
 
-// errNotYet is what a poll condition returns while it is not met; poll then
-// tries again until its deadline.
-var errNotYet = errors.New("not yet")
+// ErrNotYet is what a Poll condition returns (or wraps) while it is not
+// met; Poll then tries again until its deadline.
+var ErrNotYet = errors.New("not yet")
 
-// poll calls cond every interval until it returns nil, a hard error (not
-// wrapping errNotYet), or the timeout passes. On timeout the error says what
+// Poll calls cond every interval until it returns nil, a hard error (not
+// wrapping ErrNotYet), or the timeout passes. On timeout the error says what
 // was awaited and the last reason cond gave.
-func poll(parent context.Context, what string, timeout, interval time.Duration, cond func() error) error {
+func Poll(parent context.Context, what string, timeout, interval time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		err := cond()
-		if err == nil || !errors.Is(err, errNotYet) {
+		if err == nil || !errors.Is(err, ErrNotYet) {
 			return err
 		}
 		select {
