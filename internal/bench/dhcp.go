@@ -331,19 +331,7 @@ func (b *dhcpBench) stopAll() {
 
 func (b *dhcpBench) teardown() error {
 	b.stopAll()
-	var errs []error
-	if b.lab != nil {
-		b.o.Progress.Logf("tearing down lab %q", b.o.Prefix)
-		if err := b.lab.Down(); err != nil {
-			errs = append(errs, fmt.Errorf("%w; finish with `kvmnet lab down --prefix %s`", err, b.o.Prefix))
-		}
-	}
-	if b.dir != "" {
-		if err := os.RemoveAll(b.dir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return tearDown(b.lab, b.o.Progress, b.o.Prefix, b.dir)
 }
 
 // fsOf names the file system dir is on, for the notes: the type of the

@@ -664,19 +664,7 @@ func (b *netBench) teardown() error {
 	if b.daemon != nil {
 		b.daemon.stop(5 * time.Second)
 	}
-	var errs []error
-	if b.lab != nil {
-		b.o.Progress.Logf("tearing down lab %q", b.o.Prefix)
-		// Down deletes every namespace named PREFIX-*, the bench's own
-		// (raw, routed) included, and stops what still runs in them.
-		if err := b.lab.Down(); err != nil {
-			errs = append(errs, fmt.Errorf("%w; finish with `kvmnet lab down --prefix %s`", err, b.o.Prefix))
-		}
-	}
-	if b.stateDir != "" {
-		if err := os.RemoveAll(b.stateDir); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	// Down deletes every namespace named PREFIX-*, the bench's own (raw,
+	// routed) included, and stops what still runs in them.
+	return tearDown(b.lab, b.o.Progress, b.o.Prefix, b.stateDir)
 }

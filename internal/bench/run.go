@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -140,4 +141,22 @@ func startDaemon(ctx context.Context, kvmnet, ns, stateDir string) (*daemonProc,
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return d, nil
+}
+
+// tearDown takes a bench's lab down (when it got that far) and removes its
+// working directory, saying how to finish by hand if the lab resists.
+func tearDown(l *lab.Lab, progress *Progress, prefix, dir string) error {
+	var errs []error
+	if l != nil {
+		progress.Logf("tearing down lab %q", prefix)
+		if err := l.Down(); err != nil {
+			errs = append(errs, fmt.Errorf("%w; finish with `kvmnet lab down --prefix %s`", err, prefix))
+		}
+	}
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
