@@ -111,32 +111,25 @@ Subcommands measure the control plane (apply) and the DHCP server (dhcp).`,
 					return fmt.Errorf("--baseline: %w", err)
 				}
 			}
-			exe, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("bench: finding the kvmnet binary: %w", err)
-			}
-			ctx, stop := benchContext(cmd.Context())
-			defer stop()
-			rep, err := bench.RunNet(ctx, bench.NetOptions{
-				Kvmnet: exe, Prefix: f.prefix, Rounds: rounds, Duration: duration, UDPRate: rate,
-				Ports: ports, Paths: paths, ProbeCount: probes, MaxSpread: maxSpread,
-				Progress: bench.NewProgress(cmd.ErrOrStderr()), Log: g.log,
-			})
-			if err != nil {
-				return benchErr(ctx, err)
-			}
-			if base != nil {
-				rep.CompareBaseline(base)
-			}
-			if chart != "" {
-				if err := writeChart(chart, rep); err != nil {
-					return err
+			return f.run(cmd, func(ctx context.Context, exe string) (report, error) {
+				rep, err := bench.RunNet(ctx, bench.NetOptions{
+					Kvmnet: exe, Prefix: f.prefix, Rounds: rounds, Duration: duration, UDPRate: rate,
+					Ports: ports, Paths: paths, ProbeCount: probes, MaxSpread: maxSpread,
+					Progress: bench.NewProgress(cmd.ErrOrStderr()), Log: g.log,
+				})
+				if err != nil {
+					return nil, err
 				}
-			}
-			if f.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), rep)
-			}
-			return rep.WriteTable(cmd.OutOrStdout())
+				if base != nil {
+					rep.CompareBaseline(base)
+				}
+				if chart != "" {
+					if err := writeChart(chart, rep); err != nil {
+						return nil, err
+					}
+				}
+				return rep, nil
+			})
 		},
 	}
 	f.register(cmd)
@@ -187,6 +180,28 @@ func newBenchShowCmd() *cobra.Command {
 	cmd.Flags().StringVar(&chart, "chart", "", "draw the results as an SVG bar chart to `FILE`")
 	cmd.Flags().StringVar(&baseline, "baseline", "", "compare every path with the same path of the run saved in `FILE`")
 	return cmd
+}
+
+// report is what a bench prints: a table, or JSON with -o json.
+type report interface{ WriteTable(io.Writer) error }
+
+// run runs a bench with this kvmnet binary, interrupted (and its lab torn
+// down) by Ctrl-C, and prints its report as -o says.
+func (f *benchFlags) run(cmd *cobra.Command, bench func(ctx context.Context, exe string) (report, error)) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: finding the kvmnet binary: %w", err)
+	}
+	ctx, stop := benchContext(cmd.Context())
+	defer stop()
+	rep, err := bench(ctx, exe)
+	if err != nil {
+		return benchErr(ctx, err)
+	}
+	if f.output == "json" {
+		return writeJSON(cmd.OutOrStdout(), rep)
+	}
+	return rep.WriteTable(cmd.OutOrStdout())
 }
 
 // benchErr explains an interrupted bench.
@@ -269,23 +284,12 @@ process of its own. The ratio says how many times faster kvmnet is.`,
 			if err != nil {
 				return err
 			}
-			exe, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("bench: finding the kvmnet binary: %w", err)
-			}
-			ctx, stop := benchContext(cmd.Context())
-			defer stop()
-			rep, err := bench.RunApply(ctx, bench.ApplyOptions{
-				Kvmnet: exe, Prefix: f.prefix, Sizes: ns, Rounds: rounds,
-				Progress: bench.NewProgress(cmd.ErrOrStderr()),
+			return f.run(cmd, func(ctx context.Context, exe string) (report, error) {
+				return bench.RunApply(ctx, bench.ApplyOptions{
+					Kvmnet: exe, Prefix: f.prefix, Sizes: ns, Rounds: rounds,
+					Progress: bench.NewProgress(cmd.ErrOrStderr()),
+				})
 			})
-			if err != nil {
-				return benchErr(ctx, err)
-			}
-			if f.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), rep)
-			}
-			return rep.WriteTable(cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringSliceVar(&sizes, "sizes", []string{"10", "100", "1000"}, "numbers of interfaces to apply")
@@ -319,23 +323,12 @@ with no drop at all is each server's sustained rate.`,
 			if err != nil {
 				return err
 			}
-			exe, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("bench: finding the kvmnet binary: %w", err)
-			}
-			ctx, stop := benchContext(cmd.Context())
-			defer stop()
-			rep, err := bench.RunDHCP(ctx, bench.DHCPOptions{
-				Kvmnet: exe, Prefix: f.prefix, Rates: rs, Duration: duration, Clients: clients,
-				Progress: bench.NewProgress(cmd.ErrOrStderr()), Log: g.log,
+			return f.run(cmd, func(ctx context.Context, exe string) (report, error) {
+				return bench.RunDHCP(ctx, bench.DHCPOptions{
+					Kvmnet: exe, Prefix: f.prefix, Rates: rs, Duration: duration, Clients: clients,
+					Progress: bench.NewProgress(cmd.ErrOrStderr()), Log: g.log,
+				})
 			})
-			if err != nil {
-				return benchErr(ctx, err)
-			}
-			if f.output == "json" {
-				return writeJSON(cmd.OutOrStdout(), rep)
-			}
-			return rep.WriteTable(cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringSliceVar(&rates, "rates", []string{"250", "500", "1000", "2000"}, "offered rates, in four-way exchanges per second")
