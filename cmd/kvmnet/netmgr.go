@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
-	"github.com/kvmnet/kvmnet/internal/kernel/probe"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/netmgr"
 )
@@ -41,7 +40,7 @@ func noteManagers(w io.Writer, file string, doc []byte) {
 	if err != nil {
 		return
 	}
-	gw, _ := probe.DefaultGateway()
+	_, gw, _ := h.DefaultRoute()
 	for _, n := range cfg.Networks {
 		if n.Mode != model.ModeBridged {
 			continue

@@ -29,9 +29,21 @@ type Prober interface {
 	Gateway(ctx context.Context, gw netip.Addr, timeout time.Duration) (string, error)
 }
 
-type kernelProber struct{}
+// kernelProber reads the default route from the engine's kernel and
+// probes with package probe.
+type kernelProber struct {
+	k interface {
+		DefaultGateway() (netip.Addr, error)
+	}
+}
 
-func (kernelProber) DefaultGateway() (netip.Addr, error) { return probe.DefaultGateway() }
+func (p kernelProber) DefaultGateway() (netip.Addr, error) {
+	if p.k == nil {
+		return netip.Addr{}, nil
+	}
+	return p.k.DefaultGateway()
+}
+
 func (kernelProber) Gateway(ctx context.Context, gw netip.Addr, t time.Duration) (string, error) {
 	return probe.Gateway(ctx, gw, t)
 }
@@ -40,7 +52,10 @@ func (e *Engine) prober() Prober {
 	if e.Prober != nil {
 		return e.Prober
 	}
-	return kernelProber{}
+	k, _ := e.Kernel.(interface {
+		DefaultGateway() (netip.Addr, error)
+	})
+	return kernelProber{k: k}
 }
 
 // refusePending fails when an apply waits for confirmation.

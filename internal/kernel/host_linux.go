@@ -247,3 +247,10 @@ func (h *Host) LinkState(name string) (plan.Link, bool, error) {
 	l, ok, err := h.Link.Get(name)
 	return plan.Link{Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master, MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr}, ok, err
 }
+
+// DefaultGateway is the gateway of the IPv4 default route (see
+// link.Handle.DefaultRoute): what apply --confirm probes.
+func (h *Host) DefaultGateway() (netip.Addr, error) {
+	_, gw, err := h.Link.DefaultRoute()
+	return gw, err
+}

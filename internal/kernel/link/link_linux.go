@@ -248,6 +248,14 @@ func globalIPv4(list []netlink.Addr) map[int][]netip.Prefix {
 // DefaultRouteLink returns the name of the link of the IPv4 default route
 // with the lowest metric in the main table, or "" if there is none.
 func (h *Handle) DefaultRouteLink() (string, error) {
+	name, _, err := h.DefaultRoute()
+	return name, err
+}
+
+// DefaultRoute returns the link and the gateway of the IPv4 default route
+// with the lowest metric in the main table (of its first next hop when it
+// has several): "" when there is none, an invalid gateway when it has none.
+func (h *Handle) DefaultRoute() (string, netip.Addr, error) {
 	var routes []netlink.Route
 	var err error
 	for i := 0; i < maxDumpTries; i++ {
@@ -257,31 +265,33 @@ func (h *Handle) DefaultRouteLink() (string, error) {
 		}
 	}
 	if err != nil {
-		return "", fmt.Errorf("listing routes: %w", err)
+		return "", netip.Addr{}, fmt.Errorf("listing routes: %w", err)
 	}
 	best, bestIdx := -1, 0
+	var gw net.IP
 	for _, r := range routes {
 		if r.Dst != nil {
 			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
 				continue
 			}
 		}
-		idx := r.LinkIndex
+		idx, via := r.LinkIndex, r.Gw
 		if idx == 0 && len(r.MultiPath) > 0 {
-			idx = r.MultiPath[0].LinkIndex
+			idx, via = r.MultiPath[0].LinkIndex, r.MultiPath[0].Gw
 		}
 		if best == -1 || r.Priority < best {
-			best, bestIdx = r.Priority, idx
+			best, bestIdx, gw = r.Priority, idx, via
 		}
 	}
 	if best == -1 {
-		return "", nil
+		return "", netip.Addr{}, nil
 	}
 	l, err := h.nl.LinkByIndex(bestIdx)
 	if err != nil {
-		return "", fmt.Errorf("finding link %d of the default route: %w", bestIdx, err)
+		return "", netip.Addr{}, fmt.Errorf("finding link %d of the default route: %w", bestIdx, err)
 	}
-	return l.Attrs().Name, nil
+	a, _ := netip.AddrFromSlice(gw.To4())
+	return l.Attrs().Name, a, nil
 }
 
 // AddBridge creates a bridge and marks it:

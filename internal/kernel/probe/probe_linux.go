@@ -19,33 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultGateway returns the gateway of the main table's IPv4 default
-// route with the lowest metric, or an invalid address when there is none
-// (or it has no gateway).
-func DefaultGateway() (netip.Addr, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("listing routes: %w", err)
-	}
-	best := -1
-	var gw netip.Addr
-	for _, r := range routes {
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue
-			}
-		}
-		a, ok := netip.AddrFromSlice(r.Gw.To4())
-		if !ok {
-			continue
-		}
-		if best == -1 || r.Priority < best {
-			best, gw = r.Priority, a
-		}
-	}
-	return gw, nil
-}
-
 // Gateway probes gw for up to timeout: ICMP echo requests, one every
 // 200 ms, until a reply comes or the neighbour entry of gw is resolved. It
 // returns what answered, or an error that says what failed.
