@@ -167,7 +167,7 @@ func TestRollbackAtEveryStep(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
 	run := func(k apply.Kernel, doc string) error {
-		obs, err := host.Observe(ctx)
+		obs, err := host.Observe(ctx, plan.ObserveOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,7 +193,7 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 	// Undoing a deletion recreates the link (new ifindex, new link-local
 	// address): once the plan deletes links, compare what matters to
 	// traffic; otherwise the dumps must be identical.
-	obs, err := host.Observe(ctx)
+	obs, err := host.Observe(ctx, plan.ObserveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 		}
 	}
 	// And the change itself converges: a second plan is empty.
-	obs, err = host.Observe(ctx)
+	obs, err = host.Observe(ctx, plan.ObserveOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ import (
 // Kernel is the host kernel as the engine needs it.
 type Kernel interface {
 	apply.Kernel
-	Observe(ctx context.Context) (*plan.Observed, error)
+	Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Observed, error)
 }
 
 var _ Kernel = (*kernel.Host)(nil)
@@ -109,11 +109,11 @@ func (e *Engine) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 }
 
 func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
-	obs, err := e.Kernel.Observe(ctx)
+	orig, err := e.Store.Originals()
 	if err != nil {
 		return nil, err
 	}
-	orig, err := e.Store.Originals()
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: plan.NeedsHosts(cfg, orig)})
 	if err != nil {
 		return nil, err
 	}

@@ -104,7 +104,7 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	obs, err := e.Kernel.Observe(ctx)
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: len(plan.UplinkBridges(cfg)) > 0})
 	if err != nil {
 		return nil, err
 	}

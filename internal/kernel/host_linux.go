@@ -82,8 +82,15 @@ var ObservedSysctls = []string{plan.SysctlIPForward}
 
 // Observe takes a fresh look at links, addresses, the default route, the
 // kvmnet table and the sysctls.
-func (h *Host) Observe(ctx context.Context) (*plan.Observed, error) {
-	links, hosts, err := h.Link.ListWithHosts()
+func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Observed, error) {
+	var links []link.Link
+	var hosts map[string]plan.HostConfig
+	var err error
+	if opt.Hosts {
+		links, hosts, err = h.Link.ListWithHosts()
+	} else {
+		links, err = h.Link.List()
+	}
 	if err != nil {
 		return nil, err
 	}

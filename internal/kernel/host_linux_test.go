@@ -44,7 +44,7 @@ func TestHostRefusesOtherThreads(t *testing.T) {
 			t.Errorf("%s from another namespace: %v, want a refusal", what, err)
 		}
 	}
-	if _, err := h.Observe(t.Context()); err == nil {
+	if _, err := h.Observe(t.Context(), plan.ObserveOptions{Hosts: true}); err == nil {
 		t.Error("observe from another namespace worked")
 	}
 }
@@ -79,7 +79,7 @@ networks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs, err := h.Observe(t.Context())
+	obs, err := h.Observe(t.Context(), plan.ObserveOptions{Hosts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ networks:
 		t.Errorf("unexpected element counts: %v", got.Sets)
 	}
 	// Applying again is a no-op: the observation round-trips.
-	obs, err = h.Observe(t.Context())
+	obs, err = h.Observe(t.Context(), plan.ObserveOptions{Hosts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

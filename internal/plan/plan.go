@@ -65,6 +65,16 @@ type Link struct {
 	BridgeNF string
 }
 
+// ObserveOptions say what an observation needs beyond the links, tables
+// and sysctls every plan reads.
+type ObserveOptions struct {
+	// Hosts asks for Observed.Hosts: every address of every family and the
+	// routes of every table, which only bridged networks (and giving an
+	// uplink back) need. A host with a full routing table pays for that
+	// dump on every reconcile otherwise.
+	Hosts bool
+}
+
 // Observed is a fresh observation of the kernel.
 type Observed struct {
 	Links            map[string]Link

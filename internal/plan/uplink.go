@@ -141,6 +141,20 @@ func UplinkBridges(cfg *model.Config) map[string]string {
 	return out
 }
 
+// NeedsHosts reports whether planning cfg needs the host configurations:
+// when it has bridged networks, or an uplink may have to be given back.
+func NeedsHosts(cfg *model.Config, originals map[string]string) bool {
+	if len(UplinkBridges(cfg)) > 0 {
+		return true
+	}
+	for k := range originals {
+		if strings.HasPrefix(k, "uplink:") {
+			return true
+		}
+	}
+	return false
+}
+
 // uplinkOriginals returns the stored originals of uplinks, by uplink name.
 func (o Options) uplinkOriginals() map[string]Uplink {
 	out := map[string]Uplink{}
