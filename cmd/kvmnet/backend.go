@@ -12,6 +12,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/netnsexec"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
@@ -106,6 +107,13 @@ func (g *globals) openBackend(ctx context.Context) (backend, error) {
 		}
 		if errors.Is(err, syscall.EACCES) {
 			return nil, fmt.Errorf("the daemon's socket %s refuses this user: run as root, or as a member of the group the daemon was given with --socket-group", g.Socket())
+		}
+	}
+	// A command that a daemon may serve has not entered --netns yet
+	// (re-executing into it costs a process start).
+	if g.netns != "" {
+		if err := netnsexec.Enter(g.netns); err != nil {
+			return nil, err
 		}
 	}
 	eng, host, err := g.openEngine()

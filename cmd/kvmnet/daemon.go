@@ -36,6 +36,9 @@ leaves the kernel as it is.`,
 			}
 			defer host.Close()
 			defer eng.Store.Close()
+			defer eng.Wait()
+			eng.KeepInBackground = true
+			go host.PrepareNft()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
 				MetricsAddr: metricsAddr, SocketGroup: socketGroup, WatchRuleset: host.WatchRuleset,

@@ -143,8 +143,10 @@ func newForwardAddCmd(g *globals) *cobra.Command {
 	var f model.Forward
 	var network string
 	cmd := &cobra.Command{
-		Use:   "add --network NET --port PORT --to VM[:PORT]",
-		Short: "Forward a port of the host into a NAT network",
+		Use: "add --network NET --port PORT --to VM[:PORT]",
+		// Served by a daemon when one runs, which needs no --netns.
+		Annotations: map[string]string{"netns": "daemon"},
+		Short:       "Forward a port of the host into a NAT network",
 		Example: `  kvmnet forward add --network dev --port 8080 --to web1:80
   kvmnet forward add --network dev --proto udp --port 5000-5010 --to web1 --from 203.0.113.0/24
   kvmnet forward add --network dev --port 2222 --to 192.168.100.10:22 --rate-limit 10/second`,
@@ -180,10 +182,12 @@ func newForwardAddCmd(g *globals) *cobra.Command {
 func newForwardRmCmd(g *globals) *cobra.Command {
 	var network, port, proto string
 	cmd := &cobra.Command{
-		Use:     "rm --network NET --port PORT [--proto tcp]",
-		Short:   "Remove a port forward and cut its connections",
-		Example: "  kvmnet forward rm --network dev --port 8080\n  kvmnet forward rm --network dev --port 5000-5010 --proto udp",
-		Args:    cobra.NoArgs,
+		Use: "rm --network NET --port PORT [--proto tcp]",
+		// Served by a daemon when one runs, which needs no --netns.
+		Annotations: map[string]string{"netns": "daemon"},
+		Short:       "Remove a port forward and cut its connections",
+		Example:     "  kvmnet forward rm --network dev --port 8080\n  kvmnet forward rm --network dev --port 5000-5010 --proto udp",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if network == "" || port == "" {
 				return fmt.Errorf("--network and --port are required")
@@ -231,9 +235,11 @@ type forwardRow struct {
 func newForwardLsCmd(g *globals) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:   "ls",
-		Short: "List the port forwards of the desired state",
-		Args:  cobra.NoArgs,
+		Use: "ls",
+		// Served by a daemon when one runs, which needs no --netns.
+		Annotations: map[string]string{"netns": "daemon"},
+		Short:       "List the port forwards of the desired state",
+		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.loadDesired(cmd.Context())
 			if err != nil {

@@ -78,8 +78,10 @@ func newRootCmd() *cobra.Command {
 			default:
 				return fmt.Errorf("--log-format %q: want text or json", g.logFormat)
 			}
-			// Commands that must not run inside the namespace (lab) opt out.
-			if g.netns != "" && cmd.Annotations["netns"] != "host" {
+			// Commands that must not run inside the namespace (lab) opt
+			// out; commands a daemon may serve enter it only when none
+			// does (openBackend).
+			if g.netns != "" && cmd.Annotations["netns"] != "host" && cmd.Annotations["netns"] != "daemon" {
 				return netnsexec.Enter(g.netns)
 			}
 			return nil

@@ -42,7 +42,22 @@ type Engine struct {
 	// kernel's default gateway.
 	Prober Prober
 
+	// KeepInBackground keeps the parsed form of an edit's new revision in
+	// the store after the edit returns (a daemon: it serves edits from
+	// memory, and encoding 10,000 forwards and writing them is a third
+	// of an edit); otherwise with the revision.
+	KeepInBackground bool
+
 	mu sync.Mutex
+
+	// later is the newest parsed form waiting to be kept in the
+	// background; laterRunning that a goroutine keeps them; laterDone
+	// waits for it.
+	laterMu      sync.Mutex
+	later        *model.Config
+	laterRev     uint64
+	laterRunning bool
+	laterDone    sync.WaitGroup
 
 	// cacheMu guards the parsed desired state of revision cachedRev.
 	cacheMu   sync.Mutex
@@ -134,7 +149,7 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 	}
 	opt := plan.Options{Originals: orig, Claim: claim, Leases: active}
 	if l, ok := e.Kernel.(interface {
-		Listeners() ([]plan.Listener, error)
+		Listeners(keep func(proto string, port uint16) bool) ([]plan.Listener, error)
 	}); ok {
 		opt.Listeners = l.Listeners
 	}
@@ -163,11 +178,12 @@ func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte) (*pla
 		e.event("apply", p, cfg.Source)
 		return p, nil // the same file again: no new revision
 	}
-	rev, err := e.Store.SaveDesired(doc, cfg.Source)
+	_, err = e.Store.SaveDesiredWith(doc, cfg.Source, store.With{Event: func(rev uint64) *store.Event {
+		return eventOf("apply", p, fmt.Sprintf("%s (revision %d)", cfg.Source, rev))
+	}})
 	if err != nil {
 		return p, fmt.Errorf("the kernel was changed but saving the desired state failed: %w", err)
 	}
-	e.event("apply", p, fmt.Sprintf("%s (revision %d)", cfg.Source, rev))
 	return p, nil
 }
 
@@ -193,8 +209,19 @@ func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
 // event records what a non-empty plan did, for `kvmnet events`. Failing to
 // record it is logged, never fatal: the kernel change stands.
 func (e *Engine) event(kind string, p *plan.Plan, what string) {
-	if p == nil || p.Empty() {
+	ev := eventOf(kind, p, what)
+	if ev == nil {
 		return
+	}
+	if err := e.Store.AddEvent(*ev); err != nil {
+		e.Log.Warn("recording event failed", "kind", kind, "err", err)
+	}
+}
+
+// eventOf is the event that records p, or nil when p did nothing.
+func eventOf(kind string, p *plan.Plan, what string) *store.Event {
+	if p == nil || p.Empty() {
+		return nil
 	}
 	var objects []string
 	for _, a := range p.Actions {
@@ -202,10 +229,7 @@ func (e *Engine) event(kind string, p *plan.Plan, what string) {
 			objects = append(objects, a.Link)
 		}
 	}
-	ev := store.Event{Kind: kind, Object: strings.Join(objects, ","), Message: what + ": " + p.Summary()}
-	if err := e.Store.AddEvent(ev); err != nil {
-		e.Log.Warn("recording event failed", "kind", kind, "err", err)
-	}
+	return &store.Event{Kind: kind, Object: strings.Join(objects, ","), Message: what + ": " + p.Summary()}
 }
 
 // Destroy removes everything kvmnet owns, puts back the sysctls it changed

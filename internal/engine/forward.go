@@ -10,6 +10,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/apply"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // AddForward adds f to the forwards of network in the stored desired state
@@ -67,15 +68,25 @@ func (e *Engine) edit(ctx context.Context, ed model.Edit, change func(*model.Con
 	if err != nil {
 		return p, nil, err
 	}
-	rev, err := e.Store.SaveDesired(doc, ed.Name)
+	// The revision, its event and (unless kept in the background) its
+	// parsed form in one transaction.
+	with := store.With{Event: func(rev uint64) *store.Event {
+		return eventOf("apply", p, fmt.Sprintf("%s (revision %d)", ed.Name, rev))
+	}}
+	if !e.KeepInBackground {
+		with.Stamp, with.Parsed = e.encodeParsed(next)
+	}
+	rev, err := e.Store.SaveDesiredWith(doc, ed.Name, with)
 	if err != nil {
 		return p, nil, fmt.Errorf("the kernel was changed but saving the desired state failed: %w", err)
 	}
 	// From now on, messages about the desired state point into the
 	// document just stored.
 	next.SetDoc(ed.Name, doc)
-	e.keepParsed(next, rev)
-	e.event("apply", p, fmt.Sprintf("%s (revision %d)", ed.Name, rev))
+	e.remember(next, rev)
+	if e.KeepInBackground {
+		e.keepLater(next, rev)
+	}
 	e.Log.Debug("edited the desired state", "edit", ed.Name, "revision", rev, "load", loaded.Sub(start),
 		"check", checked.Sub(loaded), "apply", applied.Sub(checked), "store", time.Since(applied))
 	return p, next, nil

@@ -200,6 +200,31 @@ func TestForwardEdits(t *testing.T) {
 	if got := rules(); got != ruleset {
 		t.Errorf("edits changed the rules (-before +after):\n%s", cmp.Diff(ruleset, got))
 	}
+
+	// A daemon's engine: once the tables were read, an edit reads none
+	// from the kernel (the reading follows its own transaction), and the
+	// parsed form is kept after the edit returns.
+	bg := &Engine{Store: st, Kernel: host, Log: log, KeepInBackground: true}
+	if _, _, err := bg.AddForward(ctx, "dev", model.Forward{Port: "40002", To: "web1:80"}, cliEdit); err != nil {
+		t.Fatal(err)
+	}
+	reads := host.TableReads()
+	if _, next, err = bg.AddForward(ctx, "dev", model.Forward{Port: "40003", To: "web1:80"}, cliEdit); err != nil {
+		t.Fatal(err)
+	}
+	if got := host.TableReads(); got != reads {
+		t.Errorf("an edit read %d tables from the kernel, want none", got-reads)
+	}
+	if !strings.Contains(dnat(), "172.30.0.2 . tcp . 40003 : 192.168.100.10 . 80") {
+		t.Errorf("dnat4 lacks the forward added with a kept reading:\n%s", dnat())
+	}
+	stored(next)
+	bg.Wait()
+	if _, rev, err := st.Desired(); err != nil {
+		t.Fatal(err)
+	} else if blob, err := st.Parsed(rev, programStamp()); err != nil || (blob == nil && programStamp() != "") {
+		t.Errorf("no parsed form kept for revision %d after Wait: %v", rev, err)
+	}
 }
 
 // TestElementsOnly: only plans of element edits (and cut connections)

@@ -60,21 +60,75 @@ var programStamp = sync.OnceValue(func() string {
 // keepParsed remembers cfg, stored as revision rev, in memory and in the
 // store. Failing to keep it costs a parse later, so it is only logged.
 func (e *Engine) keepParsed(cfg *model.Config, rev uint64) {
+	e.remember(cfg, rev)
+	stamp, blob := e.encodeParsed(cfg)
+	if stamp == "" {
+		return
+	}
+	if err := e.Store.SaveParsed(rev, stamp, blob); err != nil {
+		e.Log.Warn("keeping the parsed desired state failed", "err", err)
+	}
+}
+
+// keepLater keeps cfg, stored as revision rev, in the store from a
+// goroutine; when edits come faster than that, only the newest is kept.
+func (e *Engine) keepLater(cfg *model.Config, rev uint64) {
+	e.laterMu.Lock()
+	defer e.laterMu.Unlock()
+	e.later, e.laterRev = cfg, rev
+	if e.laterRunning {
+		return
+	}
+	e.laterRunning = true
+	e.laterDone.Add(1)
+	go func() {
+		defer e.laterDone.Done()
+		for {
+			e.laterMu.Lock()
+			cfg, rev := e.later, e.laterRev
+			e.later = nil
+			if cfg == nil {
+				e.laterRunning = false
+				e.laterMu.Unlock()
+				return
+			}
+			e.laterMu.Unlock()
+			// The store ignores the form of a revision that is no longer
+			// the newest.
+			if stamp, blob := e.encodeParsed(cfg); stamp != "" {
+				if err := e.Store.SaveParsed(rev, stamp, blob); err != nil {
+					e.Log.Warn("keeping the parsed desired state failed", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// Wait waits for what the engine does in the background (see
+// KeepInBackground); call it before closing the store.
+func (e *Engine) Wait() { e.laterDone.Wait() }
+
+// remember keeps cfg as the parsed form of revision rev in memory.
+func (e *Engine) remember(cfg *model.Config, rev uint64) {
 	e.cacheMu.Lock()
 	e.cached, e.cachedRev = cfg, rev
 	e.cacheMu.Unlock()
-	stamp := programStamp()
+}
+
+// encodeParsed returns the kept form of cfg and the stamp of the program
+// that wrote it, or "" and nil when it cannot be kept (which only costs a
+// parse later, so it is only logged).
+func (e *Engine) encodeParsed(cfg *model.Config) (stamp string, blob []byte) {
+	stamp = programStamp()
 	if stamp == "" {
-		return
+		return "", nil
 	}
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(parsedForm{Networks: cfg.Networks, VMs: cfg.VMs}); err != nil {
 		e.Log.Warn("encoding the parsed desired state failed", "err", err)
-		return
+		return "", nil
 	}
-	if err := e.Store.SaveParsed(rev, stamp, buf.Bytes()); err != nil {
-		e.Log.Warn("keeping the parsed desired state failed", "err", err)
-	}
+	return stamp, buf.Bytes()
 }
 
 // desiredForEdit is Desired for an edit: the config kept in memory, else
@@ -128,9 +182,7 @@ func (e *Engine) keptParsed(doc []byte, rev uint64) (*model.Config, error) {
 	}
 	cfg := &model.Config{Networks: form.Networks, VMs: form.VMs}
 	cfg.SetDoc(name, doc)
-	e.cacheMu.Lock()
-	e.cached, e.cachedRev = cfg, rev
-	e.cacheMu.Unlock()
+	e.remember(cfg, rev)
 	return cfg, nil
 }
 

@@ -32,6 +32,9 @@ type Host struct {
 	NFT    *nft.NFT
 	Sysctl *sysctl.Sysctl
 	ns     netns.NsHandle
+	// tables keeps the last reading of kvmnet's nftables tables (see
+	// nft.Tables): a daemon observes the kernel on every event.
+	tables *nft.Tables
 }
 
 // Open opens the backends in the calling thread's network namespace (the
@@ -52,7 +55,7 @@ func Open() (*Host, error) {
 		ns.Close()
 		return nil, err
 	}
-	return &Host{Link: l, NFT: n, Sysctl: sysctl.New(), ns: ns}, nil
+	return &Host{Link: l, NFT: n, Sysctl: sysctl.New(), ns: ns, tables: nft.NewTables(int(ns))}, nil
 }
 
 // Close releases the netlink socket.
@@ -113,10 +116,10 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
-	if obs.Table, err = nft.ObserveNetlink(int(h.ns)); err != nil {
+	if obs.Table, err = h.tables.Read(knftables.InetFamily); err != nil {
 		return nil, err
 	}
-	if obs.Bridge, err = nft.ObserveFamily(int(h.ns), knftables.BridgeFamily); err != nil {
+	if obs.Bridge, err = h.tables.Read(knftables.BridgeFamily); err != nil {
 		return nil, err
 	}
 	err = h.inNS("observing sysctls", func() error {
@@ -141,10 +144,11 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	return obs, nil
 }
 
-// Listeners lists the host's listening sockets and their processes.
-func (h *Host) Listeners() (l []plan.Listener, err error) {
+// Listeners lists the host's listening sockets that keep accepts (nil:
+// all) and their processes.
+func (h *Host) Listeners(keep func(proto string, port uint16) bool) (l []plan.Listener, err error) {
 	err = h.inNS("listing sockets", func() error {
-		l, err = sockets.List()
+		l, err = sockets.List(keep)
 		return err
 	})
 	return l, err
@@ -230,9 +234,35 @@ func (h *Host) DeleteFlows(flows []plan.Flow) (n int, err error) {
 	return n, err
 }
 
-// NftApply implements apply.Kernel.
+// NftApply implements apply.Kernel. The generation is read around the
+// transaction so that a kept reading of the table can follow an element
+// edit instead of being read again (nft.Tables.Committed).
 func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error {
-	return h.inNS("updating nftables", func() error { return h.NFT.Apply(ctx, ch) })
+	before, err := nft.Generation(int(h.ns))
+	if err != nil {
+		return err
+	}
+	if err := h.inNS("updating nftables", func() error { return h.NFT.Apply(ctx, ch) }); err != nil {
+		return err
+	}
+	// Failing to read the generation now only costs the next reading.
+	if after, err := nft.Generation(int(h.ns)); err == nil {
+		h.tables.Committed(ch.Ruleset.Family, before, after, ch)
+	}
+	return nil
+}
+
+// TableReads is how many times a table was read from the kernel rather
+// than taken from the last reading (see nft.Tables).
+func (h *Host) TableReads() int { return h.tables.Reads() }
+
+// PrepareNft readies the nft driver of both tables (see nft.NFT.Prepare):
+// a daemon does it once at start, off the path of the first edit.
+func (h *Host) PrepareNft() {
+	_ = h.inNS("preparing nftables", func() error {
+		h.NFT.Prepare()
+		return nil
+	})
 }
 
 // NftSnapshot implements apply.Kernel.

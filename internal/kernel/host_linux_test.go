@@ -127,3 +127,95 @@ networks:
 		t.Errorf("second plan: %v\n%s", err, p)
 	}
 }
+
+// TestObserveKeepsReadings: the tables are read from the kernel only when
+// the ruleset generation moved; kvmnet's own element edit carries the
+// kept reading forward, and any other change, even to one element of
+// kvmnet's table, is read again.
+func TestObserveKeepsReadings(t *testing.T) {
+	ns := nstest.New(t)
+	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
+	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	nstest.Enter(t, ns)
+	h, err := Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	const file = `
+networks:
+  - name: dev
+    mode: nat
+    subnet: 192.168.100.0/24
+    egress: eth0
+    forwards:
+      - {port: 8080, to: "192.168.100.10:80"}
+`
+	apply1 := func(doc string) {
+		t.Helper()
+		cfg, err := model.Parse("t.yaml", []byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		obs, err := h.Observe(t.Context(), plan.ObserveOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := plan.Build(cfg, obs, plan.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := apply.Apply(t.Context(), h, p, apply.Hooks{}, slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// observe returns the inet table as Observe sees it, checked against
+	// a fresh reading, and how many tables Observe read from the kernel.
+	observe := func() (plan.TableState, int) {
+		t.Helper()
+		before := h.TableReads()
+		obs, err := h.Observe(t.Context(), plan.ObserveOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh, err := nft.ObserveNetlink(int(h.ns))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(fresh, obs.Table); d != "" {
+			t.Errorf("Observe differs from a fresh reading (-fresh +observed):\n%s", d)
+		}
+		return obs.Table, h.TableReads() - before
+	}
+	apply1(file)
+	if _, n := observe(); n != 2 {
+		t.Errorf("after the table was made: %d tables read, want 2 (inet and bridge)", n)
+	}
+	if _, n := observe(); n != 0 {
+		t.Errorf("nothing changed: %d tables read, want 0", n)
+	}
+	// kvmnet's own element edit: the reading follows it.
+	apply1(file + `      - {port: 8081, to: "192.168.100.11:80"}` + "\n")
+	st, n := observe()
+	if n != 0 {
+		t.Errorf("after an element edit: %d tables read, want 0", n)
+	}
+	if len(st.Sets[plan.MapDNAT]) != 2 {
+		t.Errorf("dnat4 after adding a forward: %v", st.Sets[plan.MapDNAT])
+	}
+	// Someone else's transaction, in another table: both are read again.
+	nstest.Run(t, ns, "nft", "add", "table", "inet", "other")
+	if _, n := observe(); n != 2 {
+		t.Errorf("after another table was made: %d tables read, want 2", n)
+	}
+	// Someone else deletes one element of kvmnet's map: seen.
+	nstest.Run(t, ns, "nft", "delete", "element", "inet", plan.TableName, plan.MapDNAT, "{ 172.30.0.2 . tcp . 8081 }")
+	st, n = observe()
+	if n != 2 {
+		t.Errorf("after an element was deleted by hand: %d tables read, want 1", n)
+	}
+	if len(st.Sets[plan.MapDNAT]) != 1 {
+		t.Errorf("dnat4 after its element was deleted by hand: %v", st.Sets[plan.MapDNAT])
+	}
+}

@@ -20,11 +20,12 @@ type Options struct {
 	// marked (the journal): unmarked bridges and taps of these names are
 	// kvmnet's.
 	Claim map[string]bool
-	// Listeners, when set, lists the host's listening sockets; it is only
-	// called when a plan adds forwards (reading every process's file
-	// descriptors is not free on a busy hypervisor). Observed.Listeners is
-	// used when this is nil.
-	Listeners func() ([]Listener, error)
+	// Listeners, when set, lists the host's listening sockets on the
+	// protocols and ports keep accepts; it is only called when a plan adds
+	// forwards, for the ports they take (reading every process's file
+	// descriptors to name a socket's owner is not free on a busy
+	// hypervisor). Observed.Listeners is used when this is nil.
+	Listeners func(keep func(proto string, port uint16) bool) ([]Listener, error)
 	// Leases are the active DHCP leases of kvmnet's own servers, as
 	// "NETWORK/MAC" to address: a guest may use its leased address as
 	// source (DHCP-driven IP source guard).

@@ -23,7 +23,9 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 		}
 	}
 	for fi, f := range n.Forwards {
-		path := fmt.Sprintf("networks[%d].forwards[%d]", ni, fi)
+		// Built only for a message: 10,000 forwards are planned on
+		// every edit.
+		path := func() string { return fmt.Sprintf("networks[%d].forwards[%d]", ni, fi) }
 		target := f.ToAddr
 		if f.ToVM != "" {
 			for _, port := range cfg.Ports(n.Name) {
@@ -33,7 +35,7 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 				}
 			}
 			if !target.IsValid() {
-				return cfg.Errorf(path+".to", "forward to vm %q: its interface on network %q has no ip:, so the forward has no fixed target; reserve one with ip: on that interface", f.ToVM, n.Name)
+				return cfg.Errorf(path()+".to", "forward to vm %q: its interface on network %q has no ip:, so the forward has no fixed target; reserve one with ip: on that interface", f.ToVM, n.Name)
 			}
 		}
 		listens := egressAddrs
@@ -48,7 +50,7 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 		if f.RateLimit != "" {
 			count, per, err := model.ParseRateLimit(f.RateLimit)
 			if err != nil {
-				return cfg.Errorf(path+".rateLimit", "%v", err)
+				return cfg.Errorf(path()+".rateLimit", "%v", err)
 			}
 			rc = RateClass{Count: count, Unit: "second"}
 			if per.Minutes() == 1 {
@@ -56,11 +58,12 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 			}
 			classes[rc] = true
 		}
+		to := target.String() + " . "
 		for _, l := range listens {
 			for port := int(f.PortFirst); port <= int(f.PortLast); port++ {
 				key := ForwardKey(l, f.Proto, uint16(port))
 				tport := int(f.ToPortFirst) + port - int(f.PortFirst)
-				elems[MapDNAT] = append(elems[MapDNAT], fmt.Sprintf("%s : %s . %d", key, target, tport))
+				elems[MapDNAT] = append(elems[MapDNAT], key+" : "+to+strconv.Itoa(tport))
 				if len(f.FromPrefixes) > 0 {
 					elems[SetFwdRestricted] = append(elems[SetFwdRestricted], key)
 					for _, pr := range f.FromPrefixes {
@@ -78,7 +81,10 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 
 // ForwardKey is the normalised dnat4 key of a forward: LISTEN . PROTO . PORT.
 func ForwardKey(listen netip.Addr, proto string, port uint16) string {
-	return fmt.Sprintf("%s . %s . %d", listen, proto, port)
+	b := make([]byte, 0, len("255.255.255.255 . tcp . 65535"))
+	b = append(listen.AppendTo(b), " . "...)
+	b = append(append(b, proto...), " . "...)
+	return string(strconv.AppendUint(b, uint64(port), 10))
 }
 
 // prefixElem writes a prefix as nft prints it: a single address without /32.
@@ -153,7 +159,7 @@ func flowLess(a, b Flow) bool {
 // on, naming the process, unless the forward says force: true. Forwards
 // already in place are not checked again: the check is about the moment
 // the port is taken away from the host.
-func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners func() ([]Listener, error)) error {
+func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners func(keep func(proto string, port uint16) bool) ([]Listener, error)) error {
 	adding := ch.Add[MapDNAT]
 	if ch.Rebuild {
 		have := map[string]bool{}
@@ -169,20 +175,25 @@ func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners f
 	if len(adding) == 0 {
 		return nil
 	}
+	newKeys := map[string]bool{}
+	newPorts := map[Flow]bool{}
+	for _, e := range adding {
+		k, _, _ := strings.Cut(e, " : ")
+		newKeys[k] = true
+		if fl, ok := parseForwardKey(k); ok {
+			newPorts[Flow{Proto: fl.Proto, Port: fl.Port}] = true
+		}
+	}
 	socks := obs.Listeners
 	if listeners != nil {
 		var err error
-		if socks, err = listeners(); err != nil {
+		socks, err = listeners(func(proto string, port uint16) bool { return newPorts[Flow{Proto: proto, Port: port}] })
+		if err != nil {
 			return err
 		}
 	}
 	if len(socks) == 0 {
 		return nil
-	}
-	newKeys := map[string]bool{}
-	for _, e := range adding {
-		k, _, _ := strings.Cut(e, " : ")
-		newKeys[k] = true
 	}
 	for ni, n := range cfg.Networks {
 		for fi, f := range n.Forwards {

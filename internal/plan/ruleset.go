@@ -301,12 +301,28 @@ type Elements map[string][]string
 func (e Elements) sorted() Elements {
 	out := Elements{}
 	for k, v := range e {
+		if strictlySorted(v) {
+			// Already so (a reading of the kernel is sorted); nothing
+			// changes the slices of a plan's inputs.
+			out[k] = v
+			continue
+		}
 		s := append([]string(nil), v...)
 		sort.Strings(s)
 		s = dedup(s)
 		out[k] = s
 	}
 	return out
+}
+
+// strictlySorted reports whether s is sorted without repeats.
+func strictlySorted(s []string) bool {
+	for i := 1; i < len(s); i++ {
+		if s[i-1] >= s[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func dedup(s []string) []string {

@@ -29,26 +29,7 @@ type Event struct {
 // AddEvent appends ev to the event log, assigning its Seq (any value the
 // caller set is ignored). The log keeps the newest MaxEvents events.
 func (s *Store) AddEvent(ev Event) error {
-	if ev.Time.IsZero() {
-		ev.Time = time.Now()
-	}
-	ev.Time = ev.Time.UTC()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		ev.Seq = seq
-		v, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		if err := b.Put(u64(seq), v); err != nil {
-			return err
-		}
-		return trimOldest(b, seq, s.maxEvents)
-	})
+	err := s.db.Update(func(tx *bolt.Tx) error { return s.putEvent(tx, &ev) })
 	if err != nil {
 		return fmt.Errorf("adding %q event: %w", ev.Kind, err)
 	}
@@ -77,4 +58,25 @@ func (s *Store) Events(since uint64) ([]Event, error) {
 		return nil, fmt.Errorf("reading events: %w", err)
 	}
 	return out, nil
+}
+
+func (s *Store) putEvent(tx *bolt.Tx, ev *Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	b := tx.Bucket(bucketEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	ev.Seq = seq
+	v, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if err := b.Put(u64(seq), v); err != nil {
+		return err
+	}
+	return trimOldest(b, seq, s.maxEvents)
 }

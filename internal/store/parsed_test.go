@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
 
@@ -10,12 +11,25 @@ func TestParsed(t *testing.T) {
 	if blob, err := s.Parsed(1, "prog-a"); err != nil || blob != nil {
 		t.Fatalf("empty store: got %q, %v; want nothing", blob, err)
 	}
-	if err := s.SaveParsed(1, "prog-a", []byte("one")); err != nil {
+	save := func(rev uint64, stamp string, blob []byte) {
+		t.Helper()
+		if err := s.SaveParsed(rev, stamp, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.SaveDesired([]byte("doc one"), "one"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveParsed(2, "prog-a", []byte("two\x00bytes")); err != nil {
+	save(1, "prog-a", []byte("one"))
+	event := func(rev uint64) *Event { return &Event{Kind: "apply", Message: fmt.Sprintf("revision %d", rev)} }
+	if _, err := s.SaveDesiredWith([]byte("doc two"), "two", With{Stamp: "prog-a", Parsed: []byte("two\x00bytes"), Event: event}); err != nil {
 		t.Fatal(err)
 	}
+	if evs, err := s.Events(0); err != nil || len(evs) != 1 || evs[0].Message != "revision 2" {
+		t.Errorf("events after SaveDesiredWith: %+v, %v; want one, of revision 2", evs, err)
+	}
+	// Written late for a revision that is no longer the newest: ignored.
+	save(1, "prog-a", []byte("one, late"))
 	for _, tt := range []struct {
 		rev   uint64
 		stamp string

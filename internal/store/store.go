@@ -161,6 +161,23 @@ type revisionMeta struct {
 // SaveDesired stores doc as the newest desired state and returns its revision
 // number. Only the newest MaxRevisions revisions are kept.
 func (s *Store) SaveDesired(doc []byte, note string) (uint64, error) {
+	return s.SaveDesiredWith(doc, note, With{})
+}
+
+// With is what SaveDesiredWith stores along with a new revision.
+type With struct {
+	// Parsed, when Stamp is set, is kept as the parsed form of the new
+	// revision, as SaveParsed keeps it.
+	Stamp  string
+	Parsed []byte
+	// Event, when set, makes the event added to the log for the new
+	// revision (see AddEvent).
+	Event func(rev uint64) *Event
+}
+
+// SaveDesiredWith is SaveDesired, storing with the new revision what w
+// holds, all in one transaction: each transaction waits for the disk.
+func (s *Store) SaveDesiredWith(doc []byte, note string, w With) (uint64, error) {
 	var rev uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, docs := tx.Bucket(bucketRevisions), tx.Bucket(bucketDocuments)
@@ -183,7 +200,20 @@ func (s *Store) SaveDesired(doc []byte, note string) (uint64, error) {
 		if err := trimOldest(meta, rev, s.maxRevisions); err != nil {
 			return err
 		}
-		return trimOldest(docs, rev, s.maxRevisions)
+		if err := trimOldest(docs, rev, s.maxRevisions); err != nil {
+			return err
+		}
+		if w.Stamp != "" {
+			if err := putParsed(tx, rev, w.Stamp, w.Parsed); err != nil {
+				return err
+			}
+		}
+		if w.Event != nil {
+			if ev := w.Event(rev); ev != nil {
+				return s.putEvent(tx, ev)
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("saving desired state: %w", err)

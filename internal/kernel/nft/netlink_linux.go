@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,6 +107,8 @@ func ObserveFamily(nsFD int, fam knftables.Family) (plan.TableState, error) {
 			}
 			out = append(out, v)
 		}
+		// Sorted, as the planner compares them (plan.Elements).
+		slices.Sort(out)
 		st.Sets[s.Name] = out
 	}
 	return st, nil

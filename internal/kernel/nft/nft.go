@@ -63,6 +63,14 @@ func New() (*NFT, error) {
 	return n, nil
 }
 
+// Prepare readies the driver of both tables now, so that the first change
+// does not wait for it; a failure is reported again by that change.
+func (n *NFT) Prepare() {
+	for _, l := range n.kn {
+		l.get()
+	}
+}
+
 // run executes nft with args and optional stdin, with LC_ALL=C because
 // callers match its error text.
 func (n *NFT) run(ctx context.Context, stdin string, args ...string) (string, error) {

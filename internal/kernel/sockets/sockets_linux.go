@@ -22,8 +22,26 @@ const (
 )
 
 // List returns the listening TCP sockets and bound, unconnected UDP
-// sockets of the calling thread's network namespace.
-func List() ([]plan.Listener, error) {
+// sockets of the calling thread's network namespace whose protocol and
+// port keep accepts (nil keeps all). Only the kept sockets' owners are
+// looked for, which reads every process's file descriptors.
+func List(keep func(proto string, port uint16) bool) ([]plan.Listener, error) {
+	out, inodes, err := diagList(keep)
+	if err != nil {
+		// A kernel without inet_diag: read /proc, as ss falls back to.
+		out, inodes, err = procList(keep)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > 0 {
+		owners(inodes, out)
+	}
+	return out, nil
+}
+
+// procList lists what List lists from /proc/net.
+func procList(keep func(proto string, port uint16) bool) ([]plan.Listener, map[string][]int, error) {
 	var out []plan.Listener
 	inodes := map[string][]int{}
 	for _, f := range []struct{ file, proto, state string }{
@@ -38,7 +56,7 @@ func List() ([]plan.Listener, error) {
 			continue // no IPv6, say
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
+			return nil, nil, fmt.Errorf("reading %s: %w", path, err)
 		}
 		sc := bufio.NewScanner(file)
 		sc.Scan() // header
@@ -50,20 +68,20 @@ func List() ([]plan.Listener, error) {
 			ap, err := parseHexAddrPort(fields[1])
 			if err != nil {
 				file.Close()
-				return nil, fmt.Errorf("parsing %s: %w", path, err)
+				return nil, nil, fmt.Errorf("parsing %s: %w", path, err)
+			}
+			if keep != nil && !keep(f.proto, ap.Port()) {
+				continue
 			}
 			inodes[fields[9]] = append(inodes[fields[9]], len(out))
 			out = append(out, plan.Listener{Proto: f.proto, Addr: ap.Addr().Unmap(), Port: ap.Port()})
 		}
 		file.Close()
 		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
+			return nil, nil, fmt.Errorf("reading %s: %w", path, err)
 		}
 	}
-	if len(out) > 0 {
-		owners(inodes, out)
-	}
-	return out, nil
+	return out, inodes, nil
 }
 
 // owners fills Process from /proc/PID/fd links to socket:[INODE]. Processes
