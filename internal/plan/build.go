@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -410,26 +409,23 @@ func rulesMatch(have *TableState, rs Ruleset) bool {
 	return len(have.Sets) == len(rs.Sets)
 }
 
-// diff returns what to add to have and delete from it to get want; both
-// sorted.
+// diff returns what to add to have and delete from it to get want. Both
+// are sorted without repeats (Elements.sorted), and so are the results: one
+// walk along the two, which at 10,000 forwards beats two maps.
 func diff(have, want []string) (add, del []string) {
-	h := make(map[string]bool, len(have))
-	for _, v := range have {
-		h[v] = true
-	}
-	w := make(map[string]bool, len(want))
-	for _, v := range want {
-		w[v] = true
-		if !h[v] {
-			add = append(add, v)
+	i, j := 0, 0
+	for i < len(have) || j < len(want) {
+		switch {
+		case j == len(want) || (i < len(have) && have[i] < want[j]):
+			del = append(del, have[i])
+			i++
+		case i == len(have) || want[j] < have[i]:
+			add = append(add, want[j])
+			j++
+		default:
+			i++
+			j++
 		}
 	}
-	for _, v := range have {
-		if !w[v] {
-			del = append(del, v)
-		}
-	}
-	sort.Strings(add)
-	sort.Strings(del)
 	return add, del
 }

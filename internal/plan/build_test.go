@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -372,5 +373,21 @@ vms:
 	simulate(obs, p)
 	if l := obs.Links["eth0"]; l.Master != "" || len(l.Addrs) != 1 {
 		t.Fatalf("eth0 after destroy: master %q, addresses %v; want no master and its address back", l.Master, l.Addrs)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	for _, tt := range []struct{ have, want, add, del []string }{
+		{nil, nil, nil, nil},
+		{[]string{"a", "b"}, []string{"a", "b"}, nil, nil},
+		{nil, []string{"a", "b"}, []string{"a", "b"}, nil},
+		{[]string{"a", "b"}, nil, nil, []string{"a", "b"}},
+		{[]string{"a", "c", "e"}, []string{"b", "c", "d", "f"}, []string{"b", "d", "f"}, []string{"a", "e"}},
+		{[]string{"b"}, []string{"a", "b", "c"}, []string{"a", "c"}, nil},
+	} {
+		add, del := diff(tt.have, tt.want)
+		if !slices.Equal(add, tt.add) || !slices.Equal(del, tt.del) {
+			t.Errorf("diff(%q, %q) = %q, %q; want %q, %q", tt.have, tt.want, add, del, tt.add, tt.del)
+		}
 	}
 }

@@ -284,4 +284,25 @@ func TestTenThousandForwards(t *testing.T) {
 	if !strings.Contains(w.mustExec("host", "nft", "list", "map", "inet", "kvmnet", "dnat4"), "40000") {
 		t.Error("the new forward is not in dnat4")
 	}
+
+	// The same through a daemon, which keeps its reading of the table
+	// from one edit to the next.
+	w.startDaemon()
+	defer w.stopDaemon()
+	for _, port := range []string{"40001", "40002"} {
+		start = time.Now()
+		w.mustKvmnet("forward", "add", "--network", "dev", "--port", port, "--to", "192.168.100.10:80")
+		t.Logf("one forward added to 10,000 through the daemon in %s (wall, CLI included)", time.Since(start).Round(time.Millisecond))
+	}
+	w.mustKvmnet("forward", "rm", "--network", "dev", "--port", "40001")
+	if after := rules(); after != before {
+		t.Errorf("edits through the daemon changed the rules:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+	dnat := w.mustExec("host", "nft", "list", "map", "inet", "kvmnet", "dnat4")
+	if !strings.Contains(dnat, ". 40002 :") || strings.Contains(dnat, ". 40001 :") {
+		t.Error("dnat4 does not show the edits made through the daemon (40002 added, 40001 removed)")
+	}
+	if n := strings.Count(dnat, ". tcp ."); n != 10002 {
+		t.Errorf("dnat4 has %d forwards, want 10,002", n)
+	}
 }
