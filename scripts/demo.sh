@@ -95,6 +95,12 @@ WPID=$!
 for _ in $(seq 50); do "$K" lab exec --prefix "$P" web1 -- ss -ltn | grep -q ':80 ' && break; sleep 0.1; done
 run "$K" lab exec --prefix "$P" inet -- curl -s --max-time 3 http://172.30.0.2:8080/
 run "${KH[@]}" get forwards
+
+step "9b. One more forward, imperatively: the daemon adds one element to the dnat4 map (no rule changes), and forward rm takes it away"
+run "${KH[@]}" forward add --network dev --port 8081 --to web1:80
+run "$K" lab exec --prefix "$P" inet -- curl -s --max-time 3 http://172.30.0.2:8081/
+run "${KH[@]}" forward rm --network dev --port 8081
+run "$K" lab exec --prefix "$P" inet -- curl -s --max-time 2 http://172.30.0.2:8081/ || echo "  -> port 8081 is closed again"
 kill "$WPID" 2>/dev/null || true
 
 step "10. Port security: db1 pretends to be web1 (spoofed source address); the frames are dropped and counted"
