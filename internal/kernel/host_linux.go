@@ -238,15 +238,13 @@ func (h *Host) DeleteFlows(flows []plan.Flow) (n int, err error) {
 // transaction so that a kept reading of the table can follow an element
 // edit instead of being read again (nft.Tables.Committed).
 func (h *Host) NftApply(ctx context.Context, ch *plan.NftChange) error {
-	before, err := nft.Generation(int(h.ns))
-	if err != nil {
-		return err
-	}
+	// Failing to read a generation only costs the next reading: the
+	// generation has moved, so the kept one is not used.
+	before, beforeErr := nft.Generation(int(h.ns))
 	if err := h.inNS("updating nftables", func() error { return h.NFT.Apply(ctx, ch) }); err != nil {
 		return err
 	}
-	// Failing to read the generation now only costs the next reading.
-	if after, err := nft.Generation(int(h.ns)); err == nil {
+	if after, err := nft.Generation(int(h.ns)); err == nil && beforeErr == nil {
 		h.tables.Committed(ch.Ruleset.Family, before, after, ch)
 	}
 	return nil
