@@ -49,11 +49,9 @@ func TestHostRefusesOtherThreads(t *testing.T) {
 	}
 }
 
-// TestObserveNetlinkMatchesJSON applies a config with every kind of set
-// element (forwards with ranges, from lists and rate limits; two networks)
-// and checks that reading the table over netlink gives exactly what nft's
-// own JSON gives.
-func TestObserveNetlinkMatchesJSON(t *testing.T) {
+// uplinkHost enters a new namespace with an uplink eth0 (172.30.0.2/24)
+// and opens the Host there; the test's goroutine stays in it.
+func uplinkHost(t *testing.T) (string, *Host) {
 	ns := nstest.New(t)
 	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
 	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
@@ -63,19 +61,15 @@ func TestObserveNetlinkMatchesJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	cfg, err := model.Parse("t.yaml", []byte(`
-networks:
-  - name: dev
-    mode: nat
-    subnet: 192.168.100.0/24
-    egress: eth0
-    forwards:
-      - {port: 8080, to: "192.168.100.10:80"}
-      - {proto: udp, port: 5000-5002, to: "192.168.100.10", from: [203.0.113.0/24, 198.51.100.7/32, 10.0.0.0/8]}
-      - {port: 2222, to: "192.168.100.10:22", rateLimit: 50/second}
-  - {name: test, mode: nat, subnet: 10.20.0.0/16, egress: eth0}
-`))
+	t.Cleanup(h.Close)
+	return ns, h
+}
+
+// applyDoc observes h, plans doc against it and applies the plan; it
+// returns doc parsed.
+func applyDoc(t *testing.T, h *Host, doc string) *model.Config {
+	t.Helper()
+	cfg, err := model.Parse("t.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +84,27 @@ networks:
 	if err := apply.Apply(t.Context(), h, p, apply.Hooks{}, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// TestObserveNetlinkMatchesJSON applies a config with every kind of set
+// element (forwards with ranges, from lists and rate limits; two networks)
+// and checks that reading the table over netlink gives exactly what nft's
+// own JSON gives.
+func TestObserveNetlinkMatchesJSON(t *testing.T) {
+	_, h := uplinkHost(t)
+	cfg := applyDoc(t, h, `
+networks:
+  - name: dev
+    mode: nat
+    subnet: 192.168.100.0/24
+    egress: eth0
+    forwards:
+      - {port: 8080, to: "192.168.100.10:80"}
+      - {proto: udp, port: 5000-5002, to: "192.168.100.10", from: [203.0.113.0/24, 198.51.100.7/32, 10.0.0.0/8]}
+      - {port: 2222, to: "192.168.100.10:22", rateLimit: 50/second}
+  - {name: test, mode: nat, subnet: 10.20.0.0/16, egress: eth0}
+`)
 	got, err := nft.ObserveNetlink(int(h.ns))
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +134,7 @@ networks:
 		t.Errorf("unexpected element counts: %v", got.Sets)
 	}
 	// Applying again is a no-op: the observation round-trips.
-	obs, err = h.Observe(t.Context(), plan.ObserveOptions{Hosts: true})
+	obs, err := h.Observe(t.Context(), plan.ObserveOptions{Hosts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,16 +148,7 @@ networks:
 // kept reading forward, and any other change, even to one element of
 // kvmnet's table, is read again.
 func TestObserveKeepsReadings(t *testing.T) {
-	ns := nstest.New(t)
-	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
-	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
-	nstest.Enter(t, ns)
-	h, err := Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	ns, h := uplinkHost(t)
 	const file = `
 networks:
   - name: dev
@@ -152,24 +158,6 @@ networks:
     forwards:
       - {port: 8080, to: "192.168.100.10:80"}
 `
-	apply1 := func(doc string) {
-		t.Helper()
-		cfg, err := model.Parse("t.yaml", []byte(doc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		obs, err := h.Observe(t.Context(), plan.ObserveOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := plan.Build(cfg, obs, plan.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := apply.Apply(t.Context(), h, p, apply.Hooks{}, slog.New(slog.DiscardHandler)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// observe returns the inet table as Observe sees it, checked against
 	// a fresh reading, and how many tables Observe read from the kernel.
 	observe := func() (plan.TableState, int) {
@@ -188,7 +176,7 @@ networks:
 		}
 		return obs.Table, h.TableReads() - before
 	}
-	apply1(file)
+	applyDoc(t, h, file)
 	if _, n := observe(); n != 2 {
 		t.Errorf("after the table was made: %d tables read, want 2 (inet and bridge)", n)
 	}
@@ -196,7 +184,7 @@ networks:
 		t.Errorf("nothing changed: %d tables read, want 0", n)
 	}
 	// kvmnet's own element edit: the reading follows it.
-	apply1(file + `      - {port: 8081, to: "192.168.100.11:80"}` + "\n")
+	applyDoc(t, h, file+`      - {port: 8081, to: "192.168.100.11:80"}`+"\n")
 	st, n := observe()
 	if n != 0 {
 		t.Errorf("after an element edit: %d tables read, want 0", n)
