@@ -116,12 +116,11 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}
-	if obs.Table, err = h.tables.Read(knftables.InetFamily); err != nil {
+	tables, err := h.tables.Read(knftables.InetFamily, knftables.BridgeFamily)
+	if err != nil {
 		return nil, err
 	}
-	if obs.Bridge, err = h.tables.Read(knftables.BridgeFamily); err != nil {
-		return nil, err
-	}
+	obs.Table, obs.Bridge = tables[0], tables[1]
 	err = h.inNS("observing sysctls", func() error {
 		for _, k := range ObservedSysctls {
 			v, err := h.Sysctl.Get(k)

@@ -97,37 +97,50 @@ func NewTables(nsFD int) *Tables {
 	return &Tables{ns: nsFD, last: map[knftables.Family]reading{}}
 }
 
-// Read returns kvmnet's table of family fam as it is now: the kept reading
-// when the generation has not moved since it was read, else a new reading,
-// kept when the generation did not move while it was read.
-func (t *Tables) Read(fam knftables.Family) (plan.TableState, error) {
+// Read returns kvmnet's tables of families fams as they are now, in that
+// order: each the kept reading when the generation has not moved since it
+// was read, else a new reading, kept when the generation did not move
+// while it was read.
+func (t *Tables) Read(fams ...knftables.Family) ([]plan.TableState, error) {
 	gen, err := Generation(t.ns)
 	if err != nil {
-		return plan.TableState{}, err
+		return nil, err
 	}
+	out := make([]plan.TableState, len(fams))
+	var read []int
 	t.mu.Lock()
-	r, ok := t.last[fam]
-	t.mu.Unlock()
-	if ok && r.gen == gen {
-		return r.st, nil
+	for i, fam := range fams {
+		if r, ok := t.last[fam]; ok && r.gen == gen {
+			out[i] = r.st
+		} else {
+			read = append(read, i)
+		}
 	}
-	st, err := ObserveFamily(t.ns, fam)
-	if err != nil {
-		return st, err
+	t.mu.Unlock()
+	if len(read) == 0 {
+		return out, nil
+	}
+	for _, i := range read {
+		if out[i], err = ObserveFamily(t.ns, fams[i]); err != nil {
+			return nil, err
+		}
 	}
 	after, err := Generation(t.ns)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.reads++
-	if err == nil && after == gen {
-		t.last[fam] = reading{gen: gen, st: st}
-	} else {
-		// A transaction landed while the table was read: the reading
-		// may mix two states. It is still what the caller asked for (as
-		// any reading races with the next change), but it is not kept.
-		delete(t.last, fam)
+	t.reads += len(read)
+	for _, i := range read {
+		if err == nil && after == gen {
+			t.last[fams[i]] = reading{gen: gen, st: out[i]}
+		} else {
+			// A transaction landed while the tables were read: a
+			// reading may mix two states. It is still what the caller
+			// asked for (as any reading races with the next change),
+			// but it is not kept.
+			delete(t.last, fams[i])
+		}
 	}
-	return st, nil
+	return out, nil
 }
 
 // Reads is the number of times a table was read from the kernel rather
