@@ -61,6 +61,12 @@ var programStamp = sync.OnceValue(func() string {
 // store. Failing to keep it costs a parse later, so it is only logged.
 func (e *Engine) keepParsed(cfg *model.Config, rev uint64) {
 	e.remember(cfg, rev)
+	e.storeParsed(cfg, rev)
+}
+
+// storeParsed keeps cfg in the store as the parsed form of revision rev
+// (the store ignores it when rev is no longer the newest).
+func (e *Engine) storeParsed(cfg *model.Config, rev uint64) {
 	stamp, blob := e.encodeParsed(cfg)
 	if stamp == "" {
 		return
@@ -93,13 +99,7 @@ func (e *Engine) keepLater(cfg *model.Config, rev uint64) {
 				return
 			}
 			e.laterMu.Unlock()
-			// The store ignores the form of a revision that is no longer
-			// the newest.
-			if stamp, blob := e.encodeParsed(cfg); stamp != "" {
-				if err := e.Store.SaveParsed(rev, stamp, blob); err != nil {
-					e.Log.Warn("keeping the parsed desired state failed", "err", err)
-				}
-			}
+			e.storeParsed(cfg, rev)
 		}
 	}()
 }
