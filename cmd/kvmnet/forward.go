@@ -109,7 +109,7 @@ func (g *globals) editDesired(ctx context.Context, b backend, out io.Writer, sou
 	if file == "" {
 		file = "desired state"
 	}
-	cfg, err := model.Parse(file, doc)
+	cfg, err := model.ParseStored(file, doc)
 	if err != nil {
 		return fmt.Errorf("the stored desired state does not parse: %w", err)
 	}
@@ -281,7 +281,7 @@ func (g *globals) loadDesired(ctx context.Context) (*model.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return model.Parse(file, doc)
+	return model.ParseStored(file, doc)
 }
 
 func newExportCmd(g *globals) *cobra.Command {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/api"
 	"github.com/kvmnet/kvmnet/internal/engine"
+	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
@@ -23,10 +23,7 @@ func readFileFlag(file string) ([]byte, error) {
 	if file == "" {
 		return nil, fmt.Errorf("no file given: use -f host.yaml (or -f - for standard input)")
 	}
-	if file == "-" {
-		return io.ReadAll(os.Stdin)
-	}
-	return os.ReadFile(file)
+	return model.ReadFile(file)
 }
 
 func newPlanCmd(g *globals) *cobra.Command {

@@ -175,7 +175,7 @@ func (e *Engine) Expire(ctx context.Context, id, reason string) (*plan.Plan, err
 	note := fmt.Sprintf("rollback of unconfirmed revision %d (%s)", pend.Revision, reason)
 	cfg := &model.Config{Source: note}
 	if len(doc) > 0 {
-		if cfg, err = model.Parse(note, doc); err != nil {
+		if cfg, err = model.ParseStored(note, doc); err != nil {
 			return nil, errors.Join(err, e.Store.SetPending(*pend))
 		}
 	}

@@ -109,7 +109,7 @@ func (e *Engine) Desired() (*model.Config, uint64, error) {
 	if name == "" {
 		name = "desired state"
 	}
-	cfg, err := model.Parse(name, doc)
+	cfg, err := model.ParseStored(name, doc)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading stored desired state (revision %d): %w", rev, err)
 	}

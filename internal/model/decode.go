@@ -372,7 +372,11 @@ func (d *decoder) count(n ast.Node) bool {
 	case d.values < maxValues:
 		return true
 	case d.values == maxValues:
-		d.report(n, "", "the file expands to more than %d values (through aliases?); kvmnet stops reading here", maxValues)
+		why := "a host with ten thousand guest interfaces needs about a hundred thousand; split the host into smaller files or remove what it does not use"
+		if len(d.anchors) > 0 {
+			why = fmt.Sprintf("each alias (*name) counts every entry and key of its anchor's value again, and this file has %d anchors: an alias of a large anchor inside a list multiplies it; write the values out or use fewer aliases", len(d.anchors))
+		}
+		d.report(n, "", "the file holds more than %d list entries and mapping keys (counted with what aliases repeat), the most kvmnet reads: %s", maxValues, why)
 		d.bad[""] = true
 	}
 	return false

@@ -163,7 +163,10 @@ func TestWithForwardNetwork(t *testing.T) {
 			t.Errorf("network %s, removing: got  %v\nwant %s", network, err, want)
 		}
 	}
-	empty := mustParse(t, "")
+	empty, err := ParseStored("host.yaml", nil) // what destroy stores
+	if err != nil {
+		t.Fatal(err)
+	}
 	const want = `kvmnet forward add: --network: network "dev" does not exist (the desired state has no networks; apply a file that defines it first)`
 	if _, err := empty.WithForward("dev", Forward{Port: "1", To: "web1"}, cliEdit); err == nil || err.Error() != want {
 		t.Errorf("empty config: got  %v\nwant %s", err, want)

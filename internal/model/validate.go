@@ -234,6 +234,12 @@ func (k *checker) nat(i int, nameOK bool) {
 	k.dhcpRange(i)
 }
 
+// minSubnetBits is the shortest prefix a nat subnet may have: /8 is the
+// largest private block (10.0.0.0/8); anything wider reaches addresses
+// that are not private, and 0.0.0.0/0 would masquerade and hairpin every
+// address there is.
+const minSubnetBits = 8
+
 // subnet checks the subnet and gateway of nat network i and reports
 // whether both are usable.
 func (k *checker) subnet(i int) bool {
@@ -251,6 +257,9 @@ func (k *checker) subnet(i int) bool {
 	switch {
 	case !n.Subnet.Addr().Is4():
 		k.errorf(sp, "%q is not an IPv4 subnet; nat networks are IPv4 only (want e.g. 192.168.100.0/24)", text)
+		return false
+	case n.Subnet.Bits() < minSubnetBits:
+		k.errorf(sp, "%q is too large: kvmnet masquerades a nat subnet and answers for it, so a /%d would take over addresses of the rest of the network (want a private subnet of /%d to /30, e.g. 192.168.100.0/24)", text, n.Subnet.Bits(), minSubnetBits)
 		return false
 	case n.Subnet.Bits() > 30:
 		k.errorf(sp, "%q is too small: a /%d leaves no room for a gateway and guests (want /30 or shorter, e.g. /24)", text, n.Subnet.Bits())
