@@ -20,7 +20,7 @@ import (
 // runs, otherwise the engine working on the kernel directly.
 type backend interface {
 	Plan(ctx context.Context, file string, doc []byte) (*api.PlanResult, error)
-	Apply(ctx context.Context, file string, doc []byte) (*api.PlanResult, error)
+	Apply(ctx context.Context, file string, doc []byte, opt engine.ApplyOptions) (*api.PlanResult, error)
 	Destroy(ctx context.Context) (*api.PlanResult, error)
 	Status(ctx context.Context) (*engine.Status, error)
 	Desired(ctx context.Context) (file string, doc []byte, err error)
@@ -53,12 +53,12 @@ func (l *local) Plan(ctx context.Context, file string, doc []byte) (*api.PlanRes
 	return api.Result(p), nil
 }
 
-func (l *local) Apply(ctx context.Context, file string, doc []byte) (*api.PlanResult, error) {
+func (l *local) Apply(ctx context.Context, file string, doc []byte, opt engine.ApplyOptions) (*api.PlanResult, error) {
 	cfg, err := model.Parse(file, doc)
 	if err != nil {
 		return nil, err
 	}
-	p, err := l.eng.Apply(ctx, cfg, doc)
+	p, err := l.eng.Apply(ctx, cfg, doc, opt)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/api"
+	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
@@ -22,7 +23,7 @@ import (
 // confirmer is what apply --confirm, confirm and get pending need of a
 // backend.
 type confirmer interface {
-	ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration) (*api.PlanResult, error)
+	ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration, opt engine.ApplyOptions) (*api.PlanResult, error)
 	Pending(ctx context.Context) (*store.Pending, error)
 	Confirm(ctx context.Context) (*store.Pending, error)
 	Expire(ctx context.Context, id, reason string) (*api.PlanResult, error)
@@ -36,12 +37,12 @@ var (
 // ApplyConfirm without a daemon: the engine applies and probes here, and
 // a detached helper process (kvmnet confirm-timer) holds the timer, so the
 // rollback happens even if this process is killed right after.
-func (l *local) ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration) (*api.PlanResult, error) {
+func (l *local) ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration, opt engine.ApplyOptions) (*api.PlanResult, error) {
 	cfg, err := model.Parse(file, doc)
 	if err != nil {
 		return nil, err
 	}
-	p, pend, err := l.eng.ApplyConfirm(ctx, cfg, doc, window, 0)
+	p, pend, err := l.eng.ApplyConfirm(ctx, cfg, doc, window, 0, opt)
 	if err != nil || pend == nil {
 		return api.Result(p), err
 	}

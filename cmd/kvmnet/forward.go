@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kvmnet/kvmnet/internal/api"
+	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/model"
 )
 
@@ -120,7 +121,7 @@ func (g *globals) editDesired(ctx context.Context, b backend, out io.Writer, sou
 	if err != nil {
 		return err
 	}
-	r, err := b.Apply(ctx, source, newDoc)
+	r, err := b.Apply(ctx, source, newDoc, engine.ApplyOptions{})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
@@ -50,7 +51,8 @@ func newHistoryCmd(g *globals) *cobra.Command {
 }
 
 func newRollbackCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var opt engine.ApplyOptions
+	cmd := &cobra.Command{
 		Use:     "rollback REV",
 		Short:   "Apply a stored revision of the desired state again",
 		Long:    "Rollback applies revision REV (see kvmnet history) like apply -f would; it becomes the newest revision.",
@@ -70,7 +72,7 @@ func newRollbackCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := b.Apply(cmd.Context(), fmt.Sprintf("rollback to revision %d", rev), doc)
+			r, err := b.Apply(cmd.Context(), fmt.Sprintf("rollback to revision %d", rev), doc, opt)
 			if err != nil {
 				return err
 			}
@@ -78,6 +80,8 @@ func newRollbackCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&opt.AllowRemoval, "allow-removal", false, "let the rollback remove networks, or more than half of the links kvmnet manages")
+	return cmd
 }
 
 func newEventsCmd(g *globals) *cobra.Command {

@@ -60,6 +60,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 	var file string
 	var dryRun bool
 	var confirm time.Duration
+	var opt engine.ApplyOptions
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
 		Short: "Make the kernel match the file, atomically; a failure rolls back",
@@ -67,10 +68,16 @@ func newApplyCmd(g *globals) *cobra.Command {
 out. If any step fails, the steps already done are undone in reverse order
 and nothing changes. Applying the same file twice changes nothing the second
 time. When a daemon runs, the file is handed to it, and it starts serving
-DHCP and DNS for it at once.`,
+DHCP and DNS for it at once.
+
+An apply that would remove a network, or more than half of the links
+kvmnet manages, is refused unless --allow-removal is given: a file that
+lost a section looks the same as one meant to remove it. An empty file is
+always refused; kvmnet destroy removes everything.`,
 		Example: `  kvmnet apply -f /etc/kvmnet/host.yaml
   kvmnet apply -f host.yaml --dry-run     # same as kvmnet plan
-  kvmnet apply -f host.yaml --confirm 2m  # rolled back in 2 minutes unless "kvmnet confirm"`,
+  kvmnet apply -f host.yaml --confirm 2m  # rolled back in 2 minutes unless "kvmnet confirm"
+  kvmnet apply -f host.yaml --allow-removal  # the file drops a network on purpose`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			doc, err := readFileFlag(file)
@@ -95,7 +102,7 @@ DHCP and DNS for it at once.`,
 				if !ok {
 					return errors.New("--confirm: this backend cannot hold an apply for confirmation")
 				}
-				r, err := c.ApplyConfirm(cmd.Context(), file, doc, confirm)
+				r, err := c.ApplyConfirm(cmd.Context(), file, doc, confirm, opt)
 				if err != nil {
 					return err
 				}
@@ -104,7 +111,7 @@ DHCP and DNS for it at once.`,
 				noteManagers(cmd.OutOrStdout(), file, doc)
 				return nil
 			}
-			r, err := b.Apply(cmd.Context(), file, doc)
+			r, err := b.Apply(cmd.Context(), file, doc, opt)
 			if err != nil {
 				return err
 			}
@@ -115,6 +122,7 @@ DHCP and DNS for it at once.`,
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the host's network file (YAML)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print the plan")
+	cmd.Flags().BoolVar(&opt.AllowRemoval, "allow-removal", false, "let the apply remove networks, or more than half of the links kvmnet manages (refused otherwise, with what it would remove)")
 	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll the apply back after `DURATION` unless `kvmnet confirm` keeps it, or at once if the host's gateway stops answering (like netplan try)")
 	return cmd
 }

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,6 +33,7 @@ const (
 	CodeApplyFailed   = "apply-failed"
 	CodeBadRequest    = "bad-request"
 	CodeNotFound      = "not-found"
+	CodeRemoval       = "removal-refused"
 	CodeInternal      = "internal"
 )
 
@@ -57,6 +59,10 @@ type FileRequest struct {
 	// Confirm, on apply, is how long the apply waits for confirmation
 	// before it is rolled back (a Go duration, "30s"); "" for none.
 	Confirm string `json:"confirm,omitempty"`
+	// AllowRemoval, on apply, lets it remove networks or most of what
+	// kvmnet manages (engine.ApplyOptions); without it such an apply is
+	// refused with 409 and the code removal-refused.
+	AllowRemoval bool `json:"allowRemoval,omitempty"`
 }
 
 // PlanResult is the answer to plan, apply and destroy.
@@ -80,14 +86,14 @@ func Result(p *plan.Plan) *PlanResult {
 // Backend is what the API serves; the daemon implements it.
 type Backend interface {
 	Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error)
-	Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error)
+	Apply(ctx context.Context, cfg *model.Config, doc []byte, opt engine.ApplyOptions) (*plan.Plan, error)
 	Destroy(ctx context.Context) (*plan.Plan, error)
 	Status(ctx context.Context) (*engine.Status, error)
 	DesiredDoc() (file string, doc []byte, err error)
 	Revisions() ([]store.Revision, error)
 	Revision(rev uint64) ([]byte, error)
 	Events(since uint64) ([]store.Event, error)
-	ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration) (*plan.Plan, *store.Pending, error)
+	ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration, opt engine.ApplyOptions) (*plan.Plan, *store.Pending, error)
 	Pending() (*store.Pending, error)
 	Confirm() (*store.Pending, error)
 	Expire(ctx context.Context, id, reason string) (*plan.Plan, error)
@@ -115,12 +121,13 @@ var endpoints = []endpoint{
 			return nil, err
 		}
 		doc := req.Doc
+		opt := engine.ApplyOptions{AllowRemoval: req.AllowRemoval}
 		if req.Confirm != "" {
 			window, err := time.ParseDuration(req.Confirm)
 			if err != nil || window <= 0 {
 				return nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, fmt.Sprintf("confirm %q: want a positive duration such as 30s or 2m", req.Confirm)}}
 			}
-			p, pend, err := b.ApplyConfirm(r.Context(), cfg, doc, window)
+			p, pend, err := b.ApplyConfirm(r.Context(), cfg, doc, window, opt)
 			if err != nil {
 				return nil, err
 			}
@@ -128,7 +135,7 @@ var endpoints = []endpoint{
 			res.Pending = pend
 			return res, nil
 		}
-		p, err := b.Apply(r.Context(), cfg, doc)
+		p, err := b.Apply(r.Context(), cfg, doc, opt)
 		if err != nil {
 			return nil, err
 		}
@@ -196,15 +203,15 @@ type errInvalid struct{ error }
 func (e errInvalid) Unwrap() error { return e.error }
 
 func readFile(r *http.Request) (*model.Config, *FileRequest, error) {
-	var req FileRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&req); err != nil {
-		return nil, nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, "decoding request: " + err.Error()}}
+	req, err := decodeFile(r.Body)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg, err := model.Parse(req.File, req.Doc)
 	if err != nil {
 		return nil, nil, errInvalid{err}
 	}
-	return cfg, &req, nil
+	return cfg, req, nil
 }
 
 // Handler serves the API for b.
@@ -234,6 +241,8 @@ func writeError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &ae):
 		status, body = ae.Status, ae.ErrorBody
+	case errors.As(err, new(*engine.RemovalError)):
+		status, body.Code = http.StatusConflict, CodeRemoval
 	case errors.As(err, &inv), errors.As(err, &me):
 		status, body.Code = http.StatusBadRequest, CodeInvalidConfig
 	}
@@ -317,4 +326,43 @@ func ListenTLS(addr, certFile, keyFile, clientCA string) (net.Listener, error) {
 		ClientCAs:    pool,
 		MinVersion:   tls.VersionTLS12,
 	}), nil
+}
+
+// maxBody bounds a request: a file of model.MaxFileSize travels base64
+// encoded inside JSON, a third larger.
+const maxBody = model.MaxFileSize/3*4 + 64<<10
+
+// decodeFile reads the FileRequest of a plan or apply. The body must be
+// one JSON object with known keys: "null", "{}" with no document, a list
+// or a typo in a key are errors (400), never an empty desired state.
+func decodeFile(body io.Reader) (*FileRequest, error) {
+	bad := func(format string, args ...any) error {
+		return &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, fmt.Sprintf(format, args...)}}
+	}
+	lr := &io.LimitedReader{R: body, N: maxBody + 1}
+	dec := json.NewDecoder(lr)
+	var raw json.RawMessage
+	err := dec.Decode(&raw)
+	if lr.N <= 0 {
+		return nil, bad("request larger than %d bytes (a file may have %d MiB)", maxBody, model.MaxFileSize>>20)
+	}
+	if err != nil {
+		return nil, bad("decoding request: %v (want a JSON object with file and doc)", err)
+	}
+	if raw[0] != '{' {
+		return nil, bad("decoding request: want a JSON object with file and doc, got %.20s", raw)
+	}
+	var req FileRequest
+	inner := json.NewDecoder(bytes.NewReader(raw))
+	inner.DisallowUnknownFields()
+	if err := inner.Decode(&req); err != nil {
+		return nil, bad("decoding request: %v (allowed keys: file, doc, confirm, allowRemoval)", err)
+	}
+	if dec.More() {
+		return nil, bad("decoding request: more than one JSON value in the body")
+	}
+	if len(req.Doc) == 0 {
+		return nil, bad("the request has no doc: send the host file's content (base64 in JSON) as doc; to remove everything, POST /v1/destroy")
+	}
+	return &req, nil
 }

@@ -88,16 +88,16 @@ func (c *Client) Plan(ctx context.Context, file string, doc []byte) (*PlanResult
 }
 
 // Apply sends a file to the daemon, which applies it and serves it.
-func (c *Client) Apply(ctx context.Context, file string, doc []byte) (*PlanResult, error) {
+func (c *Client) Apply(ctx context.Context, file string, doc []byte, opt engine.ApplyOptions) (*PlanResult, error) {
 	var r PlanResult
-	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc}, &r)
+	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc, AllowRemoval: opt.AllowRemoval}, &r)
 }
 
 // ApplyConfirm applies a file that is rolled back unless confirmed within
 // window.
-func (c *Client) ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration) (*PlanResult, error) {
+func (c *Client) ApplyConfirm(ctx context.Context, file string, doc []byte, window time.Duration, opt engine.ApplyOptions) (*PlanResult, error) {
 	var r PlanResult
-	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc, Confirm: window.String()}, &r)
+	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc, Confirm: window.String(), AllowRemoval: opt.AllowRemoval}, &r)
 }
 
 // Pending returns the apply waiting for confirmation, or nil.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
@@ -14,9 +15,9 @@ const expireRetry = 2 * time.Second
 
 // ApplyConfirm implements api.Backend: the daemon holds the timer, so the
 // rollback happens even when the CLI that asked is gone.
-func (d *Daemon) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration) (*plan.Plan, *store.Pending, error) {
+func (d *Daemon) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration, opt engine.ApplyOptions) (*plan.Plan, *store.Pending, error) {
 	start := time.Now()
-	p, pend, err := d.opt.Engine.ApplyConfirm(ctx, cfg, doc, window, 0)
+	p, pend, err := d.opt.Engine.ApplyConfirm(ctx, cfg, doc, window, 0, opt)
 	d.metrics.ObserveApply(time.Since(start), err)
 	if err != nil {
 		// A failed probe rolled back already: serve what stands now.

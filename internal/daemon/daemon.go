@@ -390,9 +390,9 @@ func (d *Daemon) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 }
 
 // Apply implements api.Backend: apply, then serve the new state.
-func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
+func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte, opt engine.ApplyOptions) (*plan.Plan, error) {
 	start := time.Now()
-	p, err := d.opt.Engine.Apply(ctx, cfg, doc)
+	p, err := d.opt.Engine.Apply(ctx, cfg, doc, opt)
 	return d.served(start, p, cfg, err)
 }
 

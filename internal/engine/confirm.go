@@ -73,7 +73,7 @@ func (e *Engine) refusePending() error {
 // and the error says why. Otherwise the apply is pending: Confirm keeps
 // it; Expire, called by whoever holds the timer (timer is that process's
 // PID, 0 for the daemon) once window has passed, rolls it back.
-func (e *Engine) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration, timer int) (*plan.Plan, *store.Pending, error) {
+func (e *Engine) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, window time.Duration, timer int, opt ApplyOptions) (*plan.Plan, *store.Pending, error) {
 	e.mu.Lock()
 	if err := e.refusePending(); err != nil {
 		e.mu.Unlock()
@@ -89,7 +89,7 @@ func (e *Engine) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte
 		e.mu.Unlock()
 		return nil, nil, err
 	}
-	p, err := e.apply(ctx, cfg, doc)
+	p, err := e.apply(ctx, cfg, doc, opt)
 	if err != nil {
 		e.mu.Unlock()
 		return p, nil, err

@@ -125,21 +125,27 @@ func (e *Engine) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 }
 
 func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	p, _, err := e.planObserved(ctx, cfg)
+	return p, err
+}
+
+// planObserved is plan, returning the observation the plan started from.
+func (e *Engine) planObserved(ctx context.Context, cfg *model.Config) (*plan.Plan, *plan.Observed, error) {
 	orig, err := e.Store.Originals()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: plan.NeedsHosts(cfg, orig)})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	claim, err := journal{e.Journal}.names()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	leases, err := e.Store.Leases("")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	active := map[string]netip.Addr{}
 	now := time.Now()
@@ -154,24 +160,50 @@ func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error
 	}); ok {
 		opt.Listeners = l.Listeners
 	}
-	return plan.Build(cfg, obs, opt)
+	p, err := plan.Build(cfg, obs, opt)
+	return p, obs, err
+}
+
+// ApplyOptions are what the user of an apply consents to.
+type ApplyOptions struct {
+	// AllowRemoval lets the apply remove networks, or more than half of
+	// the links kvmnet manages (see plan.Removal). Without it such an
+	// apply changes nothing and fails with a *RemovalError.
+	AllowRemoval bool
+}
+
+// RemovalError refuses an apply that would remove what the user did not
+// say may go.
+type RemovalError struct {
+	Source  string
+	Removal *plan.Removal
+}
+
+func (e *RemovalError) Error() string {
+	return fmt.Sprintf("refusing to apply %s: it removes %s; nothing was changed. If that is meant, apply again with --allow-removal (kvmnet plan -f %s shows every step); kvmnet destroy removes everything",
+		e.Source, e.Removal, e.Source)
 }
 
 // Apply makes the kernel match cfg and, on success, stores doc (the file as
 // the user wrote it) as the new desired state. On failure the kernel is
 // rolled back and the stored state is unchanged.
-func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
+func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte, opt ApplyOptions) (*plan.Plan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.refusePending(); err != nil {
 		return nil, err
 	}
-	return e.apply(ctx, cfg, doc)
+	return e.apply(ctx, cfg, doc, opt)
 }
 
 // apply is Apply with mu held.
-func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte) (*plan.Plan, error) {
-	p, err := e.run(ctx, cfg)
+func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte, opt ApplyOptions) (*plan.Plan, error) {
+	p, err := e.runChecked(ctx, cfg, func(p *plan.Plan, _ *plan.Observed) error {
+		if p.Removal != nil && !opt.AllowRemoval {
+			return &RemovalError{Source: cfg.Source, Removal: p.Removal}
+		}
+		return nil
+	})
 	if err != nil {
 		return p, err
 	}
@@ -188,17 +220,87 @@ func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte) (*pla
 	return p, nil
 }
 
+// StateLostError is the refusal to converge towards an empty desired state
+// when the store has never held one but the kernel holds kvmnet's objects:
+// the store was lost (deleted, emptied, replaced), not the networks.
+type StateLostError struct {
+	// Store is the database's path.
+	Store string
+	// Found names what kvmnet owns in the kernel.
+	Found []string
+}
+
+func (e *StateLostError) Error() string {
+	return fmt.Sprintf("the state database %s holds no desired state, but the kernel holds kvmnet's %s: the state was lost, not the networks, so nothing is removed. "+
+		"Run kvmnet store restore to bring back the last backup (kvmnet store check shows it), or kvmnet apply -f FILE to give the desired state again; kvmnet destroy removes what kvmnet owns",
+		e.Store, strings.Join(e.Found, ", "))
+}
+
+// stateLost returns a *StateLostError when the store has no revision at
+// all while obs holds kvmnet-owned links or tables; nil otherwise.
+func (e *Engine) stateLost(obs *plan.Observed) error {
+	_, rev, err := e.Store.Desired()
+	if err != nil || rev != 0 {
+		return err
+	}
+	var found []string
+	for _, name := range obs.Names() {
+		l := obs.Links[name]
+		switch {
+		case plan.IsOwnedBridge(l):
+			found = append(found, "bridge "+name)
+		case plan.IsOwnedTap(l):
+			found = append(found, "tap "+name)
+		}
+	}
+	if obs.Table.Exists {
+		found = append(found, "nftables table inet "+plan.TableName)
+	}
+	if obs.Bridge.Exists {
+		found = append(found, "nftables table bridge "+plan.TableName)
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	return &StateLostError{Store: e.Store.Path(), Found: found}
+}
+
+// CheckState fails with a *StateLostError when the store lost the desired
+// state of what the kernel holds (see Converge); the daemon checks it
+// before it starts.
+func (e *Engine) CheckState(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{})
+	if err != nil {
+		return err
+	}
+	return e.stateLost(obs)
+}
+
 // Converge re-applies the stored desired state (the daemon's reconcile).
 // The desired state is read under the lock: read before it, an apply
-// running at the same time could be undone by the old state.
+// running at the same time could be undone by the old state. A store that
+// never held a desired state next to a kernel that holds kvmnet's objects
+// is a lost store: Converge then changes nothing and returns a
+// *StateLostError.
 func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	cfg, _, err := e.Desired()
+	cfg, rev, err := e.Desired()
 	if err != nil {
 		return nil, err
 	}
-	p, err := e.run(ctx, cfg)
+	var check func(*plan.Plan, *plan.Observed) error
+	if rev == 0 {
+		check = func(p *plan.Plan, obs *plan.Observed) error {
+			if p.Empty() {
+				return nil
+			}
+			return e.stateLost(obs)
+		}
+	}
+	p, err := e.runChecked(ctx, cfg, check)
 	if err == nil {
 		// Anything a reconcile had to do is drift: the kernel had moved
 		// away from the desired state.
@@ -254,9 +356,20 @@ func (e *Engine) Destroy(ctx context.Context) (*plan.Plan, error) {
 
 // run plans and applies cfg; caller holds mu.
 func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
-	p, err := e.plan(ctx, cfg)
+	return e.runChecked(ctx, cfg, nil)
+}
+
+// runChecked is run, with check deciding on the plan before anything is
+// applied: an error from it stops the apply before it starts.
+func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, check func(*plan.Plan, *plan.Observed) error) (*plan.Plan, error) {
+	p, obs, err := e.planObserved(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if check != nil {
+		if err := check(p, obs); err != nil {
+			return p, err
+		}
 	}
 	if p.Empty() {
 		return p, nil

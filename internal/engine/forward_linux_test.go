@@ -79,7 +79,7 @@ func TestForwardEdits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Apply(ctx, cfg, []byte(doc)); err != nil {
+	if _, err := e.Apply(ctx, cfg, []byte(doc), ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	e.Keep(cfg, []byte(doc))

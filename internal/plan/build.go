@@ -311,6 +311,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	for _, group := range [][]Action{create, convert, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct} {
 		p.Actions = append(p.Actions, group...)
 	}
+	p.Removal = removal(p, obs)
 	return p, nil
 }
 

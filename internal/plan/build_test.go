@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func parse(t *testing.T, doc string) *model.Config {
 	t.Helper()
-	cfg, err := model.Parse("host.yaml", []byte(doc))
+	cfg, err := model.ParseStored("host.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}

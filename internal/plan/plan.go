@@ -255,6 +255,9 @@ type Plan struct {
 	// Waiting lists taps that are configured but do not exist yet; they are
 	// adopted when they appear (libvirt and qemu create their own).
 	Waiting []string
+	// Removal is set when the plan removes networks or most of what kvmnet
+	// manages: an apply then needs the user's explicit consent.
+	Removal *Removal
 }
 
 // Empty reports whether applying the plan would change nothing.
@@ -275,6 +278,9 @@ func (p *Plan) String() string {
 	}
 	for _, w := range p.Warnings {
 		fmt.Fprintf(&b, "# warning: %s\n", w)
+	}
+	if p.Removal != nil {
+		fmt.Fprintf(&b, "# removes %s\n", p.Removal)
 	}
 	return b.String()
 }

@@ -29,7 +29,7 @@ type Event struct {
 // AddEvent appends ev to the event log, assigning its Seq (any value the
 // caller set is ignored). The log keeps the newest MaxEvents events.
 func (s *Store) AddEvent(ev Event) error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return s.putEvent(tx, &ev) })
+	err := s.update(func(tx *bolt.Tx) error { return s.putEvent(tx, &ev) })
 	if err != nil {
 		return fmt.Errorf("adding %q event: %w", ev.Kind, err)
 	}
@@ -43,7 +43,7 @@ func (s *Store) Events(since uint64) ([]Event, error) {
 		return nil, nil
 	}
 	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(u64(since + 1)); k != nil; k, v = c.Next() {
 			var ev Event

@@ -57,7 +57,7 @@ func (s *Store) PutLease(l Lease) error {
 	if err != nil {
 		return fmt.Errorf("encoding lease of %q on network %q: %w", mac, l.Network, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketLeases).CreateBucketIfNotExists([]byte(l.Network))
 		if err != nil {
 			return err
@@ -77,7 +77,7 @@ func (s *Store) DeleteLease(network, mac string) error {
 	if err != nil {
 		return fmt.Errorf("deleting lease on network %q: %w", network, err)
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases).Bucket([]byte(network))
 		if b == nil {
 			return nil
@@ -102,7 +102,7 @@ func (s *Store) DeleteLease(network, mac string) error {
 // "", sorted by IP (then network, then MAC). Expired leases are included.
 func (s *Store) Leases(network string) ([]Lease, error) {
 	var out []Lease
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		root := tx.Bucket(bucketLeases)
 		readNet := func(name []byte) error {
 			b := root.Bucket(name)

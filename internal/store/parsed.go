@@ -18,7 +18,7 @@ var bucketParsed = []byte("parsed")
 // that wrote them), in place of any other revision's. It does nothing
 // when rev is not the newest revision.
 func (s *Store) SaveParsed(rev uint64, stamp string, blob []byte) error {
-	err := s.db.Update(func(tx *bolt.Tx) error { return putParsed(tx, rev, stamp, blob) })
+	err := s.update(func(tx *bolt.Tx) error { return putParsed(tx, rev, stamp, blob) })
 	if err != nil {
 		return fmt.Errorf("saving parsed desired state: %w", err)
 	}
@@ -29,7 +29,7 @@ func (s *Store) SaveParsed(rev uint64, stamp string, blob []byte) error {
 // program stamp names, or nil when there is none.
 func (s *Store) Parsed(rev uint64, stamp string) ([]byte, error) {
 	var blob []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketParsed)
 		if b == nil {
 			return nil

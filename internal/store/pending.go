@@ -37,7 +37,7 @@ func (s *Store) SetPending(p Pending) error {
 	if err != nil {
 		return err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Put(pendingKey, b) })
+	err = s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Put(pendingKey, b) })
 	if err != nil {
 		return fmt.Errorf("recording the pending apply: %w", err)
 	}
@@ -47,7 +47,7 @@ func (s *Store) SetPending(p Pending) error {
 // Pending returns the pending apply, or nil when none waits.
 func (s *Store) Pending() (*Pending, error) {
 	var p *Pending
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPending).Get(pendingKey)
 		if b == nil {
 			return nil
@@ -66,7 +66,7 @@ func (s *Store) Pending() (*Pending, error) {
 // Confirming and expiring both take it, so only one of them wins.
 func (s *Store) TakePending(id string) (*Pending, error) {
 	var p *Pending
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketPending)
 		b := bk.Get(pendingKey)
 		if b == nil {

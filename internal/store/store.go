@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -64,6 +67,43 @@ type Store struct {
 	// maxRevisions and maxEvents are MaxRevisions and MaxEvents; tests
 	// lower them.
 	maxRevisions, maxEvents int
+
+	// broken is set once a read met damage (see guard).
+	broken atomic.Bool
+
+	// backupErr is the error of the last backup written, nil when it
+	// worked (see BackupErr).
+	backupMu  sync.Mutex
+	backupErr error
+}
+
+// BackupErr returns why the last backup could not be written, or nil. A
+// failed backup does not fail the change that wanted it (the database
+// holds it), but the caller should say so: the next loss of the database
+// would lose it.
+func (s *Store) BackupErr() error {
+	s.backupMu.Lock()
+	defer s.backupMu.Unlock()
+	return s.backupErr
+}
+
+// keepBackup writes a backup and remembers how it went.
+func (s *Store) keepBackup() {
+	err := s.backup()
+	s.backupMu.Lock()
+	s.backupErr = err
+	s.backupMu.Unlock()
+}
+
+// openNoFollow opens like os.OpenFile but never through a symbolic link:
+// a link planted in the state dir would have kvmnet write its database
+// wherever the link points.
+func openNoFollow(name string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW, perm)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%q is a symbolic link; kvmnet opens the files of its state dir only as themselves (remove the link)", name)
+	}
+	return f, err
 }
 
 // Open opens (creating it and its parent directories, mode 0700, if needed)
@@ -73,11 +113,17 @@ func Open(path string) (*Store, error) {
 	return open(path, openTimeout)
 }
 
-func open(path string, timeout time.Duration) (*Store, error) {
+func open(path string, timeout time.Duration) (s *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating state dir for %q: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err := preflight(path); err != nil {
+		return nil, err
+	}
+	// bbolt panics on some damage it meets while opening (a freelist
+	// page that is not one).
+	defer (*Store)(nil).guard(&err)()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, OpenFile: openNoFollow})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening state database %q: %w", path, ErrLocked)
 	}
@@ -179,7 +225,7 @@ type With struct {
 // holds, all in one transaction: each transaction waits for the disk.
 func (s *Store) SaveDesiredWith(doc []byte, note string, w With) (uint64, error) {
 	var rev uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		meta, docs := tx.Bucket(bucketRevisions), tx.Bucket(bucketDocuments)
 		var err error
 		if rev, err = meta.NextSequence(); err != nil {
@@ -218,13 +264,14 @@ func (s *Store) SaveDesiredWith(doc []byte, note string, w With) (uint64, error)
 	if err != nil {
 		return 0, fmt.Errorf("saving desired state: %w", err)
 	}
+	s.keepBackup()
 	return rev, nil
 }
 
 // Desired returns the newest desired state and its revision, or a nil doc and
 // revision 0 when none was saved yet.
 func (s *Store) Desired() (doc []byte, rev uint64, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.view(func(tx *bolt.Tx) error {
 		k, v := tx.Bucket(bucketDocuments).Cursor().Last()
 		if k == nil {
 			return nil
@@ -243,7 +290,7 @@ func (s *Store) Desired() (doc []byte, rev uint64, err error) {
 // Revisions lists the kept revisions, oldest first.
 func (s *Store) Revisions() ([]Revision, error) {
 	var revs []Revision
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRevisions).ForEach(func(k, v []byte) error {
 			var m revisionMeta
 			if err := json.Unmarshal(v, &m); err != nil {
@@ -263,7 +310,7 @@ func (s *Store) Revisions() ([]Revision, error) {
 // IsNotFound when it was never saved or has been dropped.
 func (s *Store) Revision(rev uint64) ([]byte, error) {
 	var doc []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketDocuments).Get(u64(rev))
 		if v == nil {
 			return ErrNotFound
@@ -282,15 +329,20 @@ func (s *Store) Revision(rev uint64) ([]byte, error) {
 // value is the one from before kvmnet touched anything, and a later apply must
 // not overwrite it with kvmnet's own setting.
 func (s *Store) SetOriginal(key, value string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	changed := false
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketOriginals)
 		if b.Get([]byte(key)) != nil {
 			return nil
 		}
+		changed = true
 		return b.Put([]byte(key), []byte(value))
 	})
 	if err != nil {
 		return fmt.Errorf("recording original of %q: %w", key, err)
+	}
+	if changed {
+		s.keepBackup()
 	}
 	return nil
 }
@@ -298,7 +350,7 @@ func (s *Store) SetOriginal(key, value string) error {
 // Originals returns every recorded original value by key.
 func (s *Store) Originals() (map[string]string, error) {
 	out := map[string]string{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketOriginals).ForEach(func(k, v []byte) error {
 			out[string(k)] = string(v)
 			return nil
@@ -313,11 +365,20 @@ func (s *Store) Originals() (map[string]string, error) {
 // DeleteOriginal forgets the original of key, typically once it has been
 // restored. Deleting a key that has none is not an error.
 func (s *Store) DeleteOriginal(key string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOriginals).Delete([]byte(key))
+	changed := false
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketOriginals)
+		if b.Get([]byte(key)) == nil {
+			return nil
+		}
+		changed = true
+		return b.Delete([]byte(key))
 	})
 	if err != nil {
 		return fmt.Errorf("deleting original of %q: %w", key, err)
+	}
+	if changed {
+		s.keepBackup()
 	}
 	return nil
 }

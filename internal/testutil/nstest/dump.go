@@ -26,7 +26,7 @@ var DumpCommands = [][]string{
 var NftTables = []string{"sh", "-c", `nft list tables | sort | while read -r _ fam name; do nft list table "$fam" "$name"; done`}
 
 // volatile matches what changes by itself between two dumps of the same
-// state: bridge timers that tick, IPv6 duplicate address detection in
+// state: bridge timers that tick, meters that fill, IPv6 duplicate address detection in
 // progress, address lifetimes counting down.
 var volatile = []struct {
 	re   *regexp.Regexp
@@ -35,6 +35,9 @@ var volatile = []struct {
 	{regexp.MustCompile(`(_timer)\s+[0-9.]+`), "$1 -"},
 	{regexp.MustCompile(` tentative`), ""},
 	{regexp.MustCompile(`(valid_lft|preferred_lft) \d+sec`), "$1 -"},
+	// A meter's elements are added by the packets it meters (a guest's
+	// first broadcast), not by anyone's change.
+	{regexp.MustCompile(`\n\s*elements = \{[^}]*limit rate over[^}]*\}`), ""},
 }
 
 // Normalize removes the volatile parts of a dump.
