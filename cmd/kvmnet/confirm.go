@@ -68,7 +68,7 @@ func (l *local) startTimer(pend *store.Pending) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	logf, err := os.OpenFile(filepath.Join(l.g.StateDir(), "confirm-timer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	logf, err := store.OpenNoFollow(filepath.Join(l.g.StateDir(), "confirm-timer.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
 	}

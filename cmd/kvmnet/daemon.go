@@ -37,6 +37,11 @@ leaves the kernel as it is.`,
 			defer host.Close()
 			defer eng.Store.Close()
 			defer eng.Wait()
+			// Read the whole database once: damage found now is a
+			// message; found mid-converge it would stop a repair.
+			if err := eng.Store.Verify(); err != nil {
+				return err
+			}
 			eng.KeepInBackground = true
 			go host.PrepareNft()
 			return daemon.Run(ctx, daemon.Options{

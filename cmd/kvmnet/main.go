@@ -4,13 +4,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvmnet: "+err.Error())
+		if store.IsCorrupt(err) || errors.As(err, new(damaged)) {
+			os.Exit(exitDamaged)
+		}
 		os.Exit(1)
 	}
 }

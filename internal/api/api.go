@@ -97,6 +97,8 @@ type Backend interface {
 	Pending() (*store.Pending, error)
 	Confirm() (*store.Pending, error)
 	Expire(ctx context.Context, id, reason string) (*plan.Plan, error)
+	// StoreCheck reads the whole state database and its backups.
+	StoreCheck() *store.Report
 }
 
 // endpoint is one route of the API.
@@ -189,6 +191,9 @@ var endpoints = []endpoint{
 			return nil, err
 		}
 		return Result(p), nil
+	}},
+	{"GET", "/v1/store/check", func(b Backend, r *http.Request) (any, error) {
+		return b.StoreCheck(), nil
 	}},
 	{"POST", "/v1/forwards", addForward},
 	{"DELETE", "/v1/forwards", removeForward},

@@ -100,6 +100,12 @@ func (c *Client) ApplyConfirm(ctx context.Context, file string, doc []byte, wind
 	return &r, c.do(ctx, "POST", "/v1/apply", FileRequest{File: file, Doc: doc, Confirm: window.String(), AllowRemoval: opt.AllowRemoval}, &r)
 }
 
+// StoreCheck asks the daemon to check the state database it holds.
+func (c *Client) StoreCheck(ctx context.Context) (*store.Report, error) {
+	var r store.Report
+	return &r, c.do(ctx, "GET", "/v1/store/check", nil, &r)
+}
+
 // Pending returns the apply waiting for confirmation, or nil.
 func (c *Client) Pending(ctx context.Context) (*store.Pending, error) {
 	var p *store.Pending

@@ -146,6 +146,11 @@ func Run(ctx context.Context, opt Options) error {
 		opt.Resync = 30 * time.Second
 	}
 	d := &Daemon{opt: opt, log: opt.Log, dhcp: map[string]*dhcpServer{}, dns: map[string]*dnsServer{}, hostDHCP: map[string]*hostClient{}, kick: make(chan struct{}, 1), bind: make(chan chan struct{}), ctx: ctx}
+	// A store that lost the desired state of what the kernel holds must
+	// not be converged: the first converge would remove every network.
+	if err := opt.Engine.CheckState(ctx); err != nil {
+		return fmt.Errorf("not starting: %w", err)
+	}
 	ln, err := api.Listen(opt.Socket, opt.SocketGroup)
 	if err != nil {
 		return err
@@ -394,6 +399,11 @@ func (d *Daemon) Apply(ctx context.Context, cfg *model.Config, doc []byte, opt e
 	start := time.Now()
 	p, err := d.opt.Engine.Apply(ctx, cfg, doc, opt)
 	return d.served(start, p, cfg, err)
+}
+
+// StoreCheck implements api.Backend.
+func (d *Daemon) StoreCheck() *store.Report {
+	return store.Inspect(d.opt.Engine.Store.Path(), d.opt.Engine.Store)
 }
 
 // Destroy implements api.Backend.

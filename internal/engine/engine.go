@@ -121,21 +121,26 @@ func (e *Engine) Desired() (*model.Config, uint64, error) {
 func (e *Engine) Plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.plan(ctx, cfg)
+	p, _, err := e.planObserved(ctx, cfg, true)
+	return p, err
 }
 
 func (e *Engine) plan(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
-	p, _, err := e.planObserved(ctx, cfg)
+	p, _, err := e.planObserved(ctx, cfg, false)
 	return p, err
 }
 
 // planObserved is plan, returning the observation the plan started from.
-func (e *Engine) planObserved(ctx context.Context, cfg *model.Config) (*plan.Plan, *plan.Observed, error) {
+// fresh says cfg comes from the user now (a plan or an apply, not a
+// reconcile of what is stored): it is then checked against every address
+// and route of the host, which a reconcile does not read again.
+func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool) (*plan.Plan, *plan.Observed, error) {
 	orig, err := e.Store.Originals()
 	if err != nil {
 		return nil, nil, err
 	}
-	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: plan.NeedsHosts(cfg, orig)})
+	hosts := plan.NeedsHosts(cfg, orig) || (fresh && len(cfg.Networks) > 0)
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -198,7 +203,7 @@ func (e *Engine) Apply(ctx context.Context, cfg *model.Config, doc []byte, opt A
 
 // apply is Apply with mu held.
 func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte, opt ApplyOptions) (*plan.Plan, error) {
-	p, err := e.runChecked(ctx, cfg, func(p *plan.Plan, _ *plan.Observed) error {
+	p, err := e.runChecked(ctx, cfg, true, func(p *plan.Plan, _ *plan.Observed) error {
 		if p.Removal != nil && !opt.AllowRemoval {
 			return &RemovalError{Source: cfg.Source, Removal: p.Removal}
 		}
@@ -216,6 +221,9 @@ func (e *Engine) apply(ctx context.Context, cfg *model.Config, doc []byte, opt A
 	}})
 	if err != nil {
 		return p, fmt.Errorf("the kernel was changed but saving the desired state failed: %w", err)
+	}
+	if err := e.Store.BackupErr(); err != nil {
+		e.Log.Warn("the desired state is saved, but its backup is not", "err", err)
 	}
 	return p, nil
 }
@@ -300,7 +308,7 @@ func (e *Engine) Converge(ctx context.Context) (*plan.Plan, error) {
 			return e.stateLost(obs)
 		}
 	}
-	p, err := e.runChecked(ctx, cfg, check)
+	p, err := e.runChecked(ctx, cfg, false, check)
 	if err == nil {
 		// Anything a reconcile had to do is drift: the kernel had moved
 		// away from the desired state.
@@ -356,13 +364,13 @@ func (e *Engine) Destroy(ctx context.Context) (*plan.Plan, error) {
 
 // run plans and applies cfg; caller holds mu.
 func (e *Engine) run(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
-	return e.runChecked(ctx, cfg, nil)
+	return e.runChecked(ctx, cfg, false, nil)
 }
 
 // runChecked is run, with check deciding on the plan before anything is
 // applied: an error from it stops the apply before it starts.
-func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, check func(*plan.Plan, *plan.Observed) error) (*plan.Plan, error) {
-	p, obs, err := e.planObserved(ctx, cfg)
+func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, check func(*plan.Plan, *plan.Observed) error) (*plan.Plan, error) {
+	p, obs, err := e.planObserved(ctx, cfg, fresh)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // journal records the names of links an apply is about to create. Links
@@ -19,7 +21,9 @@ func (j journal) add(name string) error {
 	if j.path == "" {
 		return nil
 	}
-	f, err := os.OpenFile(j.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	// Never through a link: one planted in the state dir would have
+	// kvmnet append to whatever it points at.
+	f, err := store.OpenNoFollow(j.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("writing apply journal: %w", err)
 	}
@@ -40,7 +44,7 @@ func (j journal) names() (map[string]bool, error) {
 	if j.path == "" {
 		return out, nil
 	}
-	f, err := os.Open(j.path)
+	f, err := store.OpenNoFollow(j.path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return out, nil
 	}

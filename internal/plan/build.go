@@ -80,6 +80,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		defaultLink = defaultAfterConversion(cfg, obs, uplinks)
 	}
 	p := &Plan{}
+	errs = append(errs, hostOverlaps(cfg, obs)...)
 	wantBridges := map[string]bool{}
 	wantPorts := map[string]desiredPort{}
 	elems := Elements{}

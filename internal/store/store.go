@@ -95,10 +95,11 @@ func (s *Store) keepBackup() {
 	s.backupMu.Unlock()
 }
 
-// openNoFollow opens like os.OpenFile but never through a symbolic link:
+// OpenNoFollow opens like os.OpenFile but never through a symbolic link
+// (O_NOFOLLOW), and says so when it meets one:
 // a link planted in the state dir would have kvmnet write its database
 // wherever the link points.
-func openNoFollow(name string, flag int, perm os.FileMode) (*os.File, error) {
+func OpenNoFollow(name string, flag int, perm os.FileMode) (*os.File, error) {
 	f, err := os.OpenFile(name, flag|syscall.O_NOFOLLOW, perm)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, fmt.Errorf("%q is a symbolic link; kvmnet opens the files of its state dir only as themselves (remove the link)", name)
@@ -123,7 +124,7 @@ func open(path string, timeout time.Duration) (s *Store, err error) {
 	// bbolt panics on some damage it meets while opening (a freelist
 	// page that is not one).
 	defer (*Store)(nil).guard(&err)()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, OpenFile: openNoFollow})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, OpenFile: OpenNoFollow})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("opening state database %q: %w", path, ErrLocked)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -202,4 +203,86 @@ func walk(b *bolt.Bucket) error {
 		}
 		return nil
 	})
+}
+
+// Report is what kvmnet store check prints: the database's health and
+// that of each backup.
+type Report struct {
+	Database string `json:"database"`
+	// Missing is set when the database does not exist (yet).
+	Missing bool `json:"missing,omitempty"`
+	// Problem is why the database cannot be used; "" when it can.
+	Problem string `json:"problem,omitempty"`
+	// Revision is the newest desired revision (0 for none), Revisions how
+	// many are kept, Originals how many originals are recorded.
+	Revision  uint64 `json:"revision"`
+	Revisions int    `json:"revisions"`
+	Originals int    `json:"originals"`
+	// BackupProblem is why the last backup could not be written, if it
+	// could not.
+	BackupProblem string         `json:"backupProblem,omitempty"`
+	Backups       []BackupReport `json:"backups"`
+}
+
+// BackupReport is one backup file's state.
+type BackupReport struct {
+	File string `json:"file"`
+	// Problem is why it cannot be used ("" when it can; "missing" when
+	// it was never written).
+	Problem   string    `json:"problem,omitempty"`
+	Revision  uint64    `json:"revision,omitempty"`
+	Time      time.Time `json:"time,omitzero"`
+	Originals int       `json:"originals,omitempty"`
+}
+
+// OK reports whether the database can be used.
+func (r *Report) OK() bool { return r.Problem == "" }
+
+// Inspect checks the database at path and its backups. s is the store
+// when the caller has it open (the daemon); nil opens it here.
+func Inspect(path string, s *Store) *Report {
+	r := &Report{Database: path}
+	if _, err := os.Lstat(path); s == nil && errors.Is(err, os.ErrNotExist) {
+		r.Missing = true
+	} else if s == nil {
+		var err error
+		if s, err = Open(path); err != nil {
+			r.Problem = err.Error()
+		} else {
+			defer s.Close()
+		}
+	}
+	if r.Problem == "" && !r.Missing {
+		if err := s.Verify(); err != nil {
+			r.Problem = err.Error()
+		}
+	}
+	if r.Problem == "" && !r.Missing {
+		revs, err1 := s.Revisions()
+		orig, err2 := s.Originals()
+		if err := errors.Join(err1, err2); err != nil {
+			r.Problem = err.Error()
+		}
+		r.Revisions, r.Originals = len(revs), len(orig)
+		if len(revs) > 0 {
+			r.Revision = revs[len(revs)-1].Rev
+		}
+		if err := s.BackupErr(); err != nil {
+			r.BackupProblem = err.Error()
+		}
+	}
+	for _, file := range BackupPaths(path) {
+		br := BackupReport{File: file}
+		b, err := ReadBackup(file)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			br.Problem = "missing"
+		case err != nil:
+			br.Problem = err.Error()
+		default:
+			br.Revision, br.Time, br.Originals = b.Revision, b.Time, len(b.Originals)
+		}
+		r.Backups = append(r.Backups, br)
+	}
+	return r
 }
