@@ -8,7 +8,7 @@ BIN     := bin/kvmnet
 # (a stamp file remembers it), then apt-get install as root.
 DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin
 
-.PHONY: all build deps demo test test-unit test-e2e vet clean
+.PHONY: all build deps demo test test-unit test-e2e vet clean fuzz
 
 all: build
 
@@ -33,8 +33,15 @@ vet:
 # the lab. -p 1 for root tests: they create namespaces and processes.
 test: deps build vet
 	$(GO) test -count=1 ./...
+	./scripts/fuzz.sh 10s
 	$(GO) test -count=1 -p 1 -tags e2e -timeout 20m ./test/e2e/...
 	./scripts/test-deb.sh
+
+# Every Go fuzz target (YAML parser, API decoder, DHCP and DNS handlers)
+# for FUZZTIME each; `make test` runs a short pass of the same.
+FUZZTIME ?= 60s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
 
 test-unit:
 	$(GO) test -count=1 ./internal/model/... ./internal/plan/...

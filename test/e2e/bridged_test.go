@@ -392,7 +392,8 @@ func TestConfirm(t *testing.T) {
 	w.mustKvmnet("apply", "-f", hybrid)
 	nstest.WaitDAD(t, host)
 	converted := nstest.SemanticDump(t, host)
-	out, err = w.kvmnet("apply", "-f", broken, "--confirm", "30s")
+	// broken.yaml has no nat networks: the apply removes them on purpose.
+	out, err = w.kvmnet("apply", "-f", broken, "--confirm", "30s", "--allow-removal")
 	if err == nil || !strings.Contains(out, "rolled back to revision") {
 		t.Fatalf("hostAddress none on a converted host: %v\n%s", err, out)
 	}
