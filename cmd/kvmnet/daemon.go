@@ -43,6 +43,7 @@ leaves the kernel as it is.`,
 				return err
 			}
 			eng.KeepInBackground = true
+			eng.Store.BackupInBackground = true
 			go host.PrepareNft()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,

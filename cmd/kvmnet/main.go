@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvmnet: "+err.Error())
-		if store.IsCorrupt(err) || errors.As(err, new(damaged)) {
+		if store.IsCorrupt(err) || errors.As(err, new(damaged)) || errors.As(err, new(*engine.StateLostError)) {
 			os.Exit(exitDamaged)
 		}
 		os.Exit(1)

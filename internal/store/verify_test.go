@@ -258,3 +258,52 @@ func TestBackups(t *testing.T) {
 		t.Error("Restore over an existing file worked")
 	}
 }
+
+// BenchmarkSaveDesired measures saving a revision of a large host's file
+// (480 KB, ten thousand forwards), which writes its backup too; the
+// Backup sub-benchmark is the backup's share alone.
+func BenchmarkSaveDesired(b *testing.B) {
+	doc := bytes.Repeat([]byte("      - {port: 20000, to: \"web1:80\"}\n"), 480_000/38)
+	s, err := Open(filepath.Join(b.TempDir(), File))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.Run("SaveDesired", func(b *testing.B) {
+		for range b.N {
+			if _, err := s.SaveDesired(doc, "bench"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Backup", func(b *testing.B) {
+		for range b.N {
+			if err := s.backup(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestBackupInBackground checks that backups written in the background
+// end with the newest state, and that Close waits for them.
+func TestBackupInBackground(t *testing.T) {
+	path := filepath.Join(t.TempDir(), File)
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.BackupInBackground = true
+	for i := range 20 {
+		if _, err := s.SaveDesired(fmt.Appendf(nil, "doc %d\n", i), "edit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := NewestBackup(path)
+	if err != nil || b.Revision != 20 || string(b.Doc) != "doc 19\n" {
+		t.Errorf("newest backup after Close: %+v, %v", b, err)
+	}
+}
