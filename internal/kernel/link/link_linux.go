@@ -43,10 +43,6 @@ type TapOptions struct {
 	VnetHdr bool
 }
 
-// maxDumpTries bounds the retries of a netlink dump that the kernel
-// interrupted because the table changed under it (NLM_F_DUMP_INTR).
-const maxDumpTries = 5
-
 // Handle is a netlink socket bound to one network namespace.
 type Handle struct {
 	nl *netlink.Handle
@@ -111,14 +107,7 @@ func (h *Handle) ListWithHosts() ([]Link, map[string]plan.HostConfig, error) {
 }
 
 func (h *Handle) list(hosts bool) ([]Link, map[string]plan.HostConfig, error) {
-	var links []netlink.Link
-	var err error
-	for i := 0; i < maxDumpTries; i++ {
-		links, err = h.nl.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	links, err := dump(h.nl.LinkList)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing links: %w", err)
 	}
@@ -174,16 +163,12 @@ func (h *Handle) isolatedPorts() (map[int]bool, error) {
 		return nil, fmt.Errorf("opening netlink socket: %w", err)
 	}
 	defer sock.Close()
-	var msgs [][]byte
-	for i := 0; i < maxDumpTries; i++ {
+	msgs, err := dump(func() ([][]byte, error) {
 		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
 		req.AddData(nl.NewIfInfomsg(unix.AF_BRIDGE))
-		msgs, err = req.Execute(unix.NETLINK_ROUTE, 0)
-		if !errors.Is(err, nl.ErrDumpInterrupted) {
-			break
-		}
-	}
+		return req.Execute(unix.NETLINK_ROUTE, 0)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing bridge ports: %w", err)
 	}
@@ -214,14 +199,7 @@ func (h *Handle) isolatedPorts() (map[int]bool, error) {
 
 // addrList dumps the addresses of all links of a family.
 func (h *Handle) addrList(family int) ([]netlink.Addr, error) {
-	var list []netlink.Addr
-	var err error
-	for i := 0; i < maxDumpTries; i++ {
-		list, err = h.nl.AddrList(nil, family)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	list, err := dump(func() ([]netlink.Addr, error) { return h.nl.AddrList(nil, family) })
 	if err != nil {
 		return nil, fmt.Errorf("listing addresses: %w", err)
 	}
@@ -256,14 +234,9 @@ func (h *Handle) DefaultRouteLink() (string, error) {
 // with the lowest metric in the main table (of its first next hop when it
 // has several): "" when there is none, an invalid gateway when it has none.
 func (h *Handle) DefaultRoute() (string, netip.Addr, error) {
-	var routes []netlink.Route
-	var err error
-	for i := 0; i < maxDumpTries; i++ {
-		routes, err = h.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return h.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return "", netip.Addr{}, fmt.Errorf("listing routes: %w", err)
 	}

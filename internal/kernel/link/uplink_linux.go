@@ -51,14 +51,9 @@ func (h *Handle) hostConfigs(names map[int]string, addrs []netlink.Addr) (map[st
 		c.Addrs = append(c.Addrs, ha)
 		out[name] = c
 	}
-	var routes []netlink.Route
-	var err error
-	for i := 0; i < maxDumpTries; i++ {
-		routes, err = h.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return h.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("listing routes: %w", err)
 	}
