@@ -2,14 +2,14 @@ package metrics
 
 import (
 	"context"
-	"errors"
-	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 )
 
 // Collector names, the values of kvmnet_scrape_collector_success's label.
@@ -184,40 +184,21 @@ func conntrackSource(procRoot string) source {
 		statDescs[i] = prometheus.NewDesc(namespace+"_conntrack_"+st.name, st.help, nil, nil)
 	}
 	descs = append(descs, statDescs...)
-	sysDir := filepath.Join(procRoot, "sys", "net", "netfilter")
-	statPath := filepath.Join(procRoot, "net", "stat", "nf_conntrack")
 	return source{
 		name:  collectorConntrack,
 		descs: descs,
 		collect: func(ch chan<- prometheus.Metric) error {
-			var errs []error
-			for _, g := range []struct {
-				desc *prometheus.Desc
-				file string
-			}{{entries, "nf_conntrack_count"}, {limit, "nf_conntrack_max"}} {
-				v, err := readUint(filepath.Join(sysDir, g.file))
-				if errors.Is(err, fs.ErrNotExist) {
-					continue
-				}
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(v))
+			st, err := ct.ReadStats(procRoot)
+			if st.Loaded {
+				ch <- prometheus.MustNewConstMetric(entries, prometheus.GaugeValue, float64(st.Count))
+				ch <- prometheus.MustNewConstMetric(limit, prometheus.GaugeValue, float64(st.Max))
 			}
-			sums, err := readConntrackStat(statPath)
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-			case err != nil:
-				errs = append(errs, err)
-			default:
-				for i, st := range conntrackStats {
-					if v, ok := sums[st.column]; ok {
-						ch <- prometheus.MustNewConstMetric(statDescs[i], prometheus.CounterValue, float64(v))
-					}
+			for i, s := range conntrackStats {
+				if v, ok := st.PerCPU[s.column]; ok {
+					ch <- prometheus.MustNewConstMetric(statDescs[i], prometheus.CounterValue, float64(v))
 				}
 			}
-			return errors.Join(errs...)
+			return err
 		},
 	}
 }
