@@ -8,7 +8,7 @@ BIN     := bin/kvmnet
 # (a stamp file remembers it), then apt-get install as root.
 DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin
 
-.PHONY: all build deps demo test test-unit test-e2e vet clean fuzz
+.PHONY: all build deps demo test test-unit test-e2e vet clean fuzz lint
 
 all: build
 
@@ -27,6 +27,7 @@ demo: deps build
 
 vet:
 	$(GO) vet ./...
+	./scripts/check-imports.sh
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1)
 
 # Unit and real-kernel tests (the latter skip without root), then e2e in
@@ -42,6 +43,13 @@ test: deps build vet
 FUZZTIME ?= 60s
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+
+# golangci-lint with .golangci.yml (forbidigo: netlink only in
+# internal/kernel); built from the Go module proxy on first use.
+GOLANGCI_LINT_VERSION := v2.15.0
+lint:
+	command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" golangci-lint run ./...
 
 test-unit:
 	$(GO) test -count=1 ./internal/model/... ./internal/plan/...
