@@ -15,9 +15,21 @@ import (
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
-// Kernel is what apply needs from the backends. The real one is
-// kernel.Host; tests wrap it to inject failures.
+// Kernel is what apply needs from the backends, one contract per concern.
+// The real one is kernel.Host; package kernel/fake keeps the same state in
+// memory, and tests wrap either to inject failures.
 type Kernel interface {
+	Links
+	Addresses
+	Uplinks
+	Sysctls
+	Nftables
+	Conntrack
+}
+
+// Links are network devices: kvmnet's bridges and taps, and the ports of
+// its bridges.
+type Links interface {
 	AddBridge(name string, mtu int, alias string) error
 	AddTap(name string, spec plan.TapSpec, alias string) error
 	DeleteLink(name string) error
@@ -29,19 +41,46 @@ type Kernel interface {
 	SetHWAddr(name, mac string) error
 	SetAlias(name, alias string) error
 	SetUp(name string, up bool) error
+	// SetIsolated is the bridge port flag (bridge link set isolated).
+	SetIsolated(name string, on bool) error
+	// SetBridgeNF sets a bridge's own nf_call_iptables, ip6tables and
+	// arptables.
+	SetBridgeNF(name string, on bool) error
+}
+
+// Addresses are the IP addresses of links.
+type Addresses interface {
 	AddAddr(name string, p netip.Prefix) error
 	DelAddr(name string, p netip.Prefix) error
-	SetSysctl(key, value string) error
-	DeleteFlows(flows []plan.Flow) (int, error)
-	NftApply(ctx context.Context, ch *plan.NftChange) error
-	NftSnapshot(ctx context.Context, fam knftables.Family) (string, error)
-	NftRestore(ctx context.Context, fam knftables.Family, snapshot string) error
-	SetIsolated(name string, on bool) error
+}
+
+// Uplinks move a host's configuration between an uplink and its bridge.
+type Uplinks interface {
 	// Convert makes an uplink a bridge port and moves the host's
 	// configuration to the bridge; Release undoes it.
 	Convert(uplink string, u plan.Uplink) error
 	Release(uplink string, u plan.Uplink) error
-	SetBridgeNF(name string, on bool) error
+}
+
+// Sysctls are /proc/sys settings.
+type Sysctls interface {
+	SetSysctl(key, value string) error
+}
+
+// Nftables are kvmnet's tables, changed in one transaction each.
+type Nftables interface {
+	NftApply(ctx context.Context, ch *plan.NftChange) error
+	// NftSnapshot returns what NftRestore needs to put the table of fam
+	// back as it is now (nothing, when it does not exist).
+	NftSnapshot(ctx context.Context, fam knftables.Family) (string, error)
+	NftRestore(ctx context.Context, fam knftables.Family, snapshot string) error
+}
+
+// Conntrack is the connection tracking table.
+type Conntrack interface {
+	// DeleteFlows cuts the tracked connections to flows, returning how
+	// many it cut.
+	DeleteFlows(flows []plan.Flow) (int, error)
 }
 
 // Hooks let the caller persist what must survive a crash.
@@ -100,10 +139,15 @@ func Apply(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.L
 			}
 			var failed *plan.Action
 			var cause error
-			for n, err := range k.DeleteLinks(names) {
+			errs := k.DeleteLinks(names)
+			deleted := map[string]bool{}
+			for n, err := range errs {
+				deleted[names[n]] = err == nil
+			}
+			for n, err := range errs {
 				if err == nil {
 					gone := batch[n].Gone
-					undo = append(undo, func() error { return recreate(k, gone) })
+					undo = append(undo, func() error { return recreate(k, gone, deleted) })
 				} else if failed == nil {
 					failed, cause = &batch[n], err
 				}
@@ -203,7 +247,7 @@ func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error
 	case plan.OpIsolate:
 		return func() error { return k.SetIsolated(a.Link, !a.Up) }, k.SetIsolated(a.Link, a.Up)
 	case plan.OpDelLink:
-		return func() error { return recreate(k, a.Gone) }, k.DeleteLink(a.Link)
+		return func() error { return recreate(k, a.Gone, nil) }, k.DeleteLink(a.Link)
 	case plan.OpCtDelete:
 		// Cut connections cannot be restored; this step comes last.
 		_, err := k.DeleteFlows(a.Flows)
@@ -212,8 +256,11 @@ func do(ctx context.Context, k Kernel, a plan.Action, hooks Hooks) (func() error
 	return nil, fmt.Errorf("unknown action %q", a.Op)
 }
 
-// recreate brings back a link a del-link removed (undo).
-func recreate(k Kernel, l *plan.Link) error {
+// recreate brings back a link a del-link removed (undo). A bridge gets
+// back its ports, except those deleted with it (in deleted): their own
+// undo recreates them on it, after this one (taps are deleted before
+// bridges, so undone after them).
+func recreate(k Kernel, l *plan.Link, deleted map[string]bool) error {
 	var err error
 	if l.Kind == "bridge" {
 		err = k.AddBridge(l.Name, l.MTU, l.Alias)
@@ -239,6 +286,15 @@ func recreate(k Kernel, l *plan.Link) error {
 	}
 	if l.Up {
 		errs = append(errs, k.SetUp(l.Name, true))
+	}
+	for _, p := range l.Ports {
+		if deleted[p.Name] {
+			continue
+		}
+		errs = append(errs, k.SetMaster(p.Name, l.Name))
+		if p.Isolated {
+			errs = append(errs, k.SetIsolated(p.Name, true))
+		}
 	}
 	return errors.Join(errs...)
 }

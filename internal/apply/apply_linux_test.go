@@ -4,114 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/netip"
 	"os/exec"
 	"slices"
 	"testing"
 
 	"github.com/kvmnet/kvmnet/internal/apply"
+	"github.com/kvmnet/kvmnet/internal/apply/applytest"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
 )
-
-// failing is the test seam: it passes calls to the real kernel and fails
-// the n-th mutating call (counting from 1) without making it.
-type failing struct {
-	*kernel.Host
-	n, calls int
-}
-
-var errInjected = errors.New("injected failure")
-
-func (f *failing) step() error {
-	f.calls++
-	if f.calls == f.n {
-		return errInjected
-	}
-	return nil
-}
-
-func (f *failing) AddBridge(n string, mtu int, a string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.AddBridge(n, mtu, a)
-}
-
-func (f *failing) AddTap(n string, s plan.TapSpec, a string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.AddTap(n, s, a)
-}
-
-func (f *failing) DeleteLink(n string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.DeleteLink(n)
-}
-
-func (f *failing) DeleteLinks(names []string) []error {
-	errs := make([]error, len(names))
-	for i, n := range names {
-		if errs[i] = f.step(); errs[i] == nil {
-			errs[i] = f.Host.DeleteLinks([]string{n})[0]
-		}
-	}
-	return errs
-}
-
-func (f *failing) SetMaster(n, m string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.SetMaster(n, m)
-}
-
-func (f *failing) SetAlias(n, a string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.SetAlias(n, a)
-}
-
-func (f *failing) SetUp(n string, up bool) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.SetUp(n, up)
-}
-
-func (f *failing) AddAddr(n string, p netip.Prefix) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.AddAddr(n, p)
-}
-
-func (f *failing) DelAddr(n string, p netip.Prefix) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.DelAddr(n, p)
-}
-
-func (f *failing) SetSysctl(k, v string) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.SetSysctl(k, v)
-}
-
-func (f *failing) NftApply(ctx context.Context, ch *plan.NftChange) error {
-	if err := f.step(); err != nil {
-		return err
-	}
-	return f.Host.NftApply(ctx, ch)
-}
 
 const before = `
 networks:
@@ -203,7 +106,7 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 	}
 	deletes := slices.ContainsFunc(p.Actions, func(a plan.Action) bool { return a.Op == plan.OpDelLink })
 	for n := 1; ; n++ {
-		f := &failing{Host: host, n: n}
+		f := &applytest.Failing{K: host, N: n}
 		err := run(f, to)
 		if err == nil {
 			if n == 1 {
@@ -213,7 +116,7 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 			break
 		}
 		var ae *apply.Error
-		if !errors.As(err, &ae) || !errors.Is(err, errInjected) || ae.Rollback != nil {
+		if !errors.As(err, &ae) || !errors.Is(err, applytest.ErrInjected) || ae.Rollback != nil {
 			t.Fatalf("step %d: want an injected failure rolled back cleanly, got %v", n, err)
 		}
 		if got := nstest.SemanticDump(t, ns); got != wantSem {

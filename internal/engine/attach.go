@@ -8,11 +8,6 @@ import (
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
-// linkGetter reads one link; kernel.Host is one.
-type linkGetter interface {
-	LinkState(name string) (plan.Link, bool, error)
-}
-
 // AttachPort adopts tap, a VM interface of the desired state that has just
 // appeared: it is enslaved to its network's bridge and brought up (and
 // isolated, if asked). Its port security elements are in the tables
@@ -29,10 +24,7 @@ type linkGetter interface {
 // that one does too (enslaving is idempotent), and the converge that
 // follows undoes it if a new desired state no longer has the tap.
 func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
-	lg, ok := e.Kernel.(linkGetter)
-	if !ok {
-		return false, nil
-	}
+	lg := e.Kernel
 	cfg, _, err := e.Desired()
 	if err != nil {
 		return false, err

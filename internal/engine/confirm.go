@@ -52,10 +52,7 @@ func (e *Engine) prober() Prober {
 	if e.Prober != nil {
 		return e.Prober
 	}
-	k, _ := e.Kernel.(interface {
-		DefaultGateway() (netip.Addr, error)
-	})
-	return kernelProber{k: k}
+	return kernelProber{k: e.Kernel}
 }
 
 // refusePending fails when an apply waits for confirmation.

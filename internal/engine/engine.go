@@ -23,10 +23,22 @@ import (
 	"github.com/kvmnet/kvmnet/internal/store"
 )
 
-// Kernel is the host kernel as the engine needs it.
+// Kernel is the host kernel as the engine needs it: apply's contracts,
+// and what plans, statuses and the --confirm probe read. kernel.Host is
+// the real one, kernel/fake one in memory.
 type Kernel interface {
 	apply.Kernel
 	Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Observed, error)
+	// Listeners lists the host's listening sockets on the protocols and
+	// ports keep accepts (see plan.Options.Listeners).
+	Listeners(keep func(proto string, port uint16) bool) ([]plan.Listener, error)
+	// LinkState reads one link; false when it does not exist.
+	LinkState(name string) (plan.Link, bool, error)
+	// DropCounters are port security's drops by port and reason.
+	DropCounters() (map[string]map[string]uint64, error)
+	// DefaultGateway is the gateway of the IPv4 default route, invalid
+	// when there is none.
+	DefaultGateway() (netip.Addr, error)
 }
 
 var _ Kernel = (*kernel.Host)(nil)
@@ -159,12 +171,7 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 			active[l.Network+"/"+l.MAC] = l.IP
 		}
 	}
-	opt := plan.Options{Originals: orig, Claim: claim, Leases: active}
-	if l, ok := e.Kernel.(interface {
-		Listeners(keep func(proto string, port uint16) bool) ([]plan.Listener, error)
-	}); ok {
-		opt.Listeners = l.Listeners
-	}
+	opt := plan.Options{Originals: orig, Claim: claim, Leases: active, Listeners: e.Kernel.Listeners}
 	p, err := plan.Build(cfg, obs, opt)
 	return p, obs, err
 }

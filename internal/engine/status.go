@@ -56,12 +56,6 @@ type PortStatus struct {
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
 
-// dropCounter is implemented by kernels that can read port security's
-// drop counters.
-type dropCounter interface {
-	DropCounters() (map[string]map[string]uint64, error)
-}
-
 // ForwardStatus is one row of `kvmnet get forwards`.
 type ForwardStatus struct {
 	Network string   `json:"network"`
@@ -113,14 +107,12 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	st := BuildStatus(cfg, rev, obs, leases, time.Now())
-	if dc, ok := e.Kernel.(dropCounter); ok {
-		drops, err := dc.DropCounters()
-		if err != nil {
-			return nil, err
-		}
-		for i := range st.VMs {
-			st.VMs[i].Drops = drops[st.VMs[i].Tap]
-		}
+	drops, err := e.Kernel.DropCounters()
+	if err != nil {
+		return nil, err
+	}
+	for i := range st.VMs {
+		st.VMs[i].Drops = drops[st.VMs[i].Tap]
 	}
 	return st, nil
 }

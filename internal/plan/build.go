@@ -264,6 +264,11 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		l := obs.Links[name]
 		if (IsOwnedBridge(l) || opt.claimed(l) && l.Kind == "bridge") && !wantBridges[name] {
 			gone := l
+			for _, p := range obs.Names() {
+				if obs.Links[p].Master == name {
+					gone.Ports = append(gone.Ports, obs.Links[p])
+				}
+			}
 			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
 		}
 	}

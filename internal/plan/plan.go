@@ -63,6 +63,10 @@ type Link struct {
 	// it does not, "" when unknown (not read, or a kernel without bridge
 	// netfilter).
 	BridgeNF string
+	// Ports, on the Gone link of a bridge's del-link, are the links that
+	// were its ports: deleting a bridge frees them, so undoing the
+	// deletion must enslave again those still there.
+	Ports []Link
 }
 
 // ObserveOptions say what an observation needs beyond the links, tables
