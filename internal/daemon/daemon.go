@@ -451,6 +451,9 @@ func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
 }
 
 func (d *Daemon) setConfig(cfg *model.Config) {
+	// The daemon serves the networks of this host's Linux datapath; other
+	// backends bring their own services.
+	cfg = cfg.ForBackend(model.BackendLinux)
 	d.mu.Lock()
 	d.cfg = cfg
 	d.taps = map[string]bool{}

@@ -25,10 +25,11 @@ import (
 // follows undoes it if a new desired state no longer has the tap.
 func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
 	lg := e.Kernel
-	cfg, _, err := e.Desired()
+	whole, _, err := e.Desired()
 	if err != nil {
 		return false, err
 	}
+	cfg := e.linuxPart(whole)
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		for _, p := range cfg.Ports(n.Name) {
