@@ -166,12 +166,7 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Backend: model.BackendLinux, Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
 		if n.Mode == model.ModeNAT {
 			ns.Subnet, ns.Gateway = n.Subnet.String(), n.Gateway.String()
-			if ns.Egress == "" {
-				ns.Egress = obs.DefaultRouteLink
-			}
-			if b, ok := uplinkBridge[ns.Egress]; ok {
-				ns.Egress = b // the uplink is a bridge port: traffic leaves through the bridge
-			}
+			ns.Egress, _ = plan.Egress(&n, obs.DefaultRouteLink, uplinkBridge)
 		}
 		if l, ok := obs.Links[n.Bridge]; ok {
 			ns.State = "down"

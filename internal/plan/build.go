@@ -104,18 +104,8 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 			continue
 		}
 		natNets++
-		egress := n.Egress
-		// An egress that becomes a bridge port leaves its place to the
-		// bridge; until the bridge exists, its addresses are the uplink's.
-		listenOn := ""
-		if b, ok := uplinkBridge[egress]; ok {
-			egress, listenOn = b, egress
-		}
-		if egress == "" {
-			egress = defaultLink
-			if b, ok := uplinkBridge[egress]; ok {
-				egress, listenOn = b, egress
-			}
+		egress, listenOn := Egress(n, defaultLink, uplinkBridge)
+		if n.Egress == "" {
 			if egress == "" {
 				errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
 					"network %q: no egress given and the host has no IPv4 default route; set egress: to the interface traffic should leave through (interfaces: %s)", n.Name, strings.Join(obs.Names(), ", ")))
@@ -319,6 +309,22 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	p.Removal = removal(p, obs)
 	return p, nil
+}
+
+// Egress is the link nat network n's traffic leaves through: its egress:,
+// or else defaultLink (the default route's). A link that is, or becomes,
+// a bridged network's uplink (uplinkBridge, see UplinkBridges) leaves its
+// place to that bridge; listenOn is then the uplink, whose addresses the
+// bridge takes. "" when there is neither.
+func Egress(n *model.Network, defaultLink string, uplinkBridge map[string]string) (egress, listenOn string) {
+	egress = n.Egress
+	if egress == "" {
+		egress = defaultLink
+	}
+	if b, ok := uplinkBridge[egress]; ok {
+		return b, egress
+	}
+	return egress, ""
 }
 
 // ports records the VM interfaces of network n and their port security.

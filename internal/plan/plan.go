@@ -7,6 +7,7 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -336,8 +337,17 @@ func (p *Plan) linuxSummary() string {
 	for _, a := range p.Actions {
 		counts[a.Op]++
 	}
+	// The ops in the order a person reads a plan; an op not listed here
+	// (a new one) is counted after them, in the order it comes, never
+	// left out.
+	order := []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
+	for _, a := range p.Actions {
+		if !slices.Contains(order, a.Op) {
+			order = append(order, a.Op)
+		}
+	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
+	for _, op := range order {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}
