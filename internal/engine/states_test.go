@@ -179,3 +179,43 @@ type reads interface {
 	DropCounters() (map[string]map[string]uint64, error)
 	DefaultGateway() (netip.Addr, error)
 }
+
+// TestAttachPort adopts a tap that appears after the apply, through the
+// planner's steps for one port; a failure halfway leaves it as it was.
+func TestAttachPort(t *testing.T) {
+	k := fakeHost()
+	if err := k.DeleteLink("db1-0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg, err := model.Parse("nat.yaml", []byte(natHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fakeEngine(t, k)
+	if _, err := e.Apply(ctx, cfg, []byte(natHost), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.AddTap("db1-0", plan.TapSpec{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := k.Dump()
+	// A kernel that fails the second call (bringing the tap up).
+	e.Kernel = &injecting{Failing: &applytest.Failing{K: k, N: 2}, reads: k}
+	if _, err := e.AttachPort(ctx, "db1-0"); !errors.Is(err, applytest.ErrInjected) {
+		t.Fatalf("AttachPort with a failing kernel: %v", err)
+	}
+	if got := k.Dump(); got != before {
+		t.Fatalf("a failed adoption left the kernel changed:\n%s", got)
+	}
+	e.Kernel = k
+	if done, err := e.AttachPort(ctx, "db1-0"); err != nil || !done {
+		t.Fatalf("AttachPort: %v, %v", done, err)
+	}
+	if l, _, _ := k.LinkState("db1-0"); l.Master != "kv-dev" || !l.Up {
+		t.Errorf("db1-0 after AttachPort: %+v", l)
+	}
+	if done, err := e.AttachPort(ctx, "db1-0"); err != nil || done {
+		t.Errorf("AttachPort of an attached tap: %v, %v", done, err)
+	}
+}

@@ -183,9 +183,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		switch {
 		case !exists && dp.create:
 			create = append(create, Action{Op: OpAddTap, Link: name, Tap: dp.spec, Alias: TapAlias(dp.vm)})
-			enslave = append(enslave,
-				Action{Op: OpSetMaster, Link: name, Master: dp.bridge},
-				Action{Op: OpSetUp, Link: name, Up: true})
+			enslave = append(enslave, AdoptPort(Link{Name: name}, dp.bridge, dp.isolated)...)
 		case !exists:
 			p.Waiting = append(p.Waiting, name)
 		default:
@@ -194,20 +192,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				// between): claim it, so destroy removes it.
 				create = append(create, Action{Op: OpSetAlias, Link: name, Alias: TapAlias(dp.vm), PrevAlias: l.Alias})
 			}
-			if l.Master != dp.bridge {
-				enslave = append(enslave, Action{Op: OpSetMaster, Link: name, Master: dp.bridge, PrevMaster: l.Master})
-			}
-			if !l.Up {
-				enslave = append(enslave, Action{Op: OpSetUp, Link: name, Up: true})
-			}
-		}
-		// The isolated flag belongs to the bridge port: set it once the
-		// port is enslaved (a new port starts without it).
-		if exists || dp.create {
-			wasIsolated := exists && l.Master == dp.bridge && l.Isolated
-			if dp.isolated != wasIsolated {
-				enslave = append(enslave, Action{Op: OpIsolate, Link: name, Up: dp.isolated})
-			}
+			enslave = append(enslave, AdoptPort(l, dp.bridge, dp.isolated)...)
 		}
 	}
 
@@ -309,6 +294,25 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	p.Removal = removal(p, obs)
 	return p, nil
+}
+
+// AdoptPort is what makes link l a VM's port on bridge: enslave it, bring
+// it up, set its isolated flag; nothing when it is so already. The flag
+// belongs to the bridge port, so it comes after the enslaving (a new port
+// starts without it). Build plans every port with it; the daemon plans a
+// late tap with it alone, without planning the rest of the host.
+func AdoptPort(l Link, bridge string, isolated bool) []Action {
+	var out []Action
+	if l.Master != bridge {
+		out = append(out, Action{Op: OpSetMaster, Link: l.Name, Master: bridge, PrevMaster: l.Master})
+	}
+	if !l.Up {
+		out = append(out, Action{Op: OpSetUp, Link: l.Name, Up: true})
+	}
+	if wasIsolated := l.Master == bridge && l.Isolated; isolated != wasIsolated {
+		out = append(out, Action{Op: OpIsolate, Link: l.Name, Up: isolated})
+	}
+	return out
 }
 
 // Egress is the link nat network n's traffic leaves through: its egress:,
