@@ -541,6 +541,8 @@ func (d *Daemon) startDHCP(dc dhcp.Config, log *slog.Logger) (*dhcp.Server, erro
 		return nil, err
 	}
 	s.OnACK(d.bindLease)
+	network := dc.Network
+	s.OnIgnored(func(i dhcp.Ignored) { d.metrics.DHCPIgnored(network, i.Type, i.Reason) })
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
@@ -574,6 +576,7 @@ func dhcpConfig(cfg *model.Config, n *model.Network) dhcp.Config {
 		if p.Iface.IP.IsValid() {
 			dc.Reservations = append(dc.Reservations, dhcp.Reservation{MAC: p.Iface.HWAddr, IP: p.Iface.IP, Hostname: p.VM})
 		}
+		dc.Ports = append(dc.Ports, dhcp.Port{Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, Spoofguard: p.Iface.Security.SpoofguardOn()})
 	}
 	return dc
 }
