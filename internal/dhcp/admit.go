@@ -68,6 +68,9 @@ const (
 	declineBurst = 3
 	// declineEvery is how often a port earns another DECLINE.
 	declineEvery = time.Minute
+	// ownerSweepMin is the fewest port records kept before sweeping
+	// those of MACs that hold nothing.
+	ownerSweepMin = 1024
 	// ignoredLogEvery rate-limits the warning about refused messages,
 	// which a hostile guest can send at line rate.
 	ignoredLogEvery = time.Minute
@@ -146,10 +149,23 @@ func (s *Server) admit(m *dhcpv4.DHCPv4, in Ingress, now time.Time) string {
 
 // learn records that mac got an offer or lease through in.Port; caller
 // holds mu. Configured MACs need no record: their port is configured.
-func (s *Server) learn(mac string, in Ingress) {
-	if _, ok := s.portByMAC[mac]; !ok && in.Port != "" {
-		s.owner[mac] = in.Port
+func (s *Server) learn(mac string, in Ingress, now time.Time) {
+	if _, ok := s.portByMAC[mac]; ok || in.Port == "" {
+		return
 	}
+	s.owner[mac] = in.Port
+	if len(s.owner) < s.ownerSweepAt {
+		return
+	}
+	// Records of MACs without offer or lease protect nothing: drop them
+	// now and then, so a guest cycling through MACs cannot grow the map
+	// without bound.
+	for m := range s.owner {
+		if !s.alloc.active(m, now) {
+			delete(s.owner, m)
+		}
+	}
+	s.ownerSweepAt = 2*len(s.owner) + ownerSweepMin
 }
 
 // refuse counts and logs a message admit refused; caller holds mu.

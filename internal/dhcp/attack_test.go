@@ -209,3 +209,19 @@ func TestGuestWithoutSpoofguard(t *testing.T) {
 		t.Errorf("a MAC with an offer through one port was served on another: %s", p.msg.MessageType())
 	}
 }
+
+// TestOwnerRecordsBounded: a guest cycling through MACs leaves records of
+// which port spoke for each only while those MACs hold an offer or lease.
+func TestOwnerRecordsBounded(t *testing.T) {
+	ts := newTestServer(t, newMemStore(), nil)
+	for i := 0; i < 3000; i++ {
+		ts.clock = ts.clock.Add(11 * time.Second) // offers lapse after 30s
+		mac := net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}
+		if ts.sendFrom(Ingress{Port: "vm-0b", MAC: mac, IP: netip.IPv4Unspecified()}, discover(t, mac.String())) == nil {
+			t.Fatalf("DISCOVER %d not answered", i)
+		}
+	}
+	if n := len(ts.owner); n > ownerSweepMin+3 {
+		t.Errorf("%d port records after 3000 MACs, at most 3 of which hold an offer", n)
+	}
+}

@@ -1,8 +1,10 @@
 // Package dhcp is the embedded DHCPv4 server of kvmnet's NAT networks. There
-// is one Server per network, bound to that network's bridge only (with
-// SO_BINDTODEVICE), so it never answers on the uplink or on another network.
-// It hands out reserved addresses to the guests that have one and pool
-// addresses to everyone else, and keeps its leases in a LeaseStore so a
+// is one Server per network. It reads requests only as they enter that
+// network's bridge through one of its ports, and replies on the bridge alone
+// (SO_BINDTODEVICE), so it never answers on the uplink or on another
+// network; it acts on a request only for the client that sent it (see
+// admit.go). It hands out reserved addresses to the guests that have one and
+// pool addresses to everyone else, and keeps its leases in a LeaseStore so a
 // restarted server gives every guest the address it had.
 package dhcp
 

@@ -43,7 +43,8 @@ type Server struct {
 	// owner is the port each MAC that no port is configured for got its
 	// offer or lease through: while that lasts, only that port speaks
 	// for the MAC.
-	owner map[string]string
+	owner        map[string]string
+	ownerSweepAt int // sweep owner when it grows to this many
 	// declines is each port's DECLINE budget.
 	declines map[string]*bucket
 	// ignored counts the messages refused by admit, by type and reason.
@@ -108,14 +109,15 @@ func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s := &Server{
-		network:  cfg.Network,
-		leases:   leases,
-		log:      log.With("network", cfg.Network, "interface", cfg.Interface),
-		now:      time.Now,
-		alloc:    alloc,
-		owner:    map[string]string{},
-		declines: map[string]*bucket{},
-		ignored:  map[Ignored]uint64{},
+		network:      cfg.Network,
+		leases:       leases,
+		log:          log.With("network", cfg.Network, "interface", cfg.Interface),
+		now:          time.Now,
+		alloc:        alloc,
+		owner:        map[string]string{},
+		ownerSweepAt: ownerSweepMin,
+		declines:     map[string]*bucket{},
+		ignored:      map[Ignored]uint64{},
 	}
 	s.setConfig(cfg)
 	return s, nil
@@ -324,7 +326,7 @@ func (s *Server) discover(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Tim
 		return nil
 	}
 	s.log.Debug("dhcp offer", "mac", mac, "ip", ip, "port", in.Port)
-	s.learn(mac, in)
+	s.learn(mac, in, now)
 	return s.build(m, dhcpv4.MessageTypeOffer, ip, mac)
 }
 
@@ -359,7 +361,7 @@ func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time
 		return nil
 	}
 	prev, had := s.alloc.leases[mac]
-	s.learn(mac, in)
+	s.learn(mac, in, now)
 	if displaced := s.alloc.commit(l); displaced != "" {
 		if err := s.leases.DeleteLease(s.cfg.Network, displaced); err != nil {
 			s.log.Warn("deleting reclaimed dhcp lease failed", "mac", displaced, "ip", ip, "err", err)
