@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,9 @@ type listener struct {
 	raw    syscall.RawConn
 	links  *netlink.Handle
 	bridge int // the bridge's interface index
+	// closed is set by Close before it closes the sockets, so serve
+	// tells a close from a failure whatever error the read returns.
+	closed atomic.Bool
 
 	// ports caches interface index -> port name ("" when the interface
 	// is not a port of the bridge); the serve loop alone uses it.
@@ -143,6 +147,7 @@ func attach(fd int, prog []bpf.Instruction) error {
 
 // Close closes the sockets; serve then returns.
 func (l *listener) Close() error {
+	l.closed.Store(true)
 	var errs []error
 	if l.pkt != nil {
 		errs = append(errs, l.pkt.Close())
@@ -170,7 +175,7 @@ func (l *listener) serve(handle func(net.PacketConn, Ingress, *dhcpv4.DHCPv4)) e
 			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
 			return !errors.Is(rerr, unix.EAGAIN)
 		})
-		if errors.Is(err, os.ErrClosed) {
+		if l.closed.Load() {
 			return nil
 		}
 		if err == nil {
