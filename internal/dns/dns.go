@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,16 +101,16 @@ type Server struct {
 	network    string // cfg.Network at New, for errors
 	log        *slog.Logger
 	resolvConf string
+	// refused counts queries from outside Clients; lastRefused (unix
+	// nanoseconds) rate-limits their warning.
+	refused     atomic.Uint64
+	lastRefused atomic.Int64
 
 	mu       sync.RWMutex // guards everything below
 	cfg      Config       // normalised: see normalise
 	udp, tcp *mdns.Server
 	closed   bool
 	lastFail time.Time
-	// refused counts queries from outside Clients; lastRefused
-	// rate-limits their warning.
-	refused     uint64
-	lastRefused time.Time
 }
 
 // New validates cfg and prepares a server; Start opens its sockets. A nil log

@@ -513,3 +513,69 @@ func TestParseReverse(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstWithStrangers: 10,000 guest queries from 50 clients at once,
+// while a stranger floods the server with as many: every guest query is
+// answered, no stranger's, and the server serves on.
+func TestBurstWithStrangers(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Clients = netip.MustParsePrefix("127.0.0.1/32") })
+	const total, workers = 10000, 50
+	flood := make(chan struct{})
+	go func() {
+		defer close(flood)
+		// The stranger's source: another loopback address.
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)}, net.UDPAddrFromAddrPort(s.Addr()))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		m := new(mdns.Msg)
+		m.SetQuestion("web1.dev.kvm.", mdns.TypeA)
+		b, _ := m.Pack()
+		for i := 0; i < total; i++ {
+			conn.Write(b)
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
+			for i := 0; i < total/workers; i++ {
+				m := new(mdns.Msg)
+				m.SetQuestion("web1.dev.kvm.", mdns.TypeA)
+				var r *mdns.Msg
+				var err error
+				// UDP: a query the kernel drops on a full buffer is
+				// asked again, as stub resolvers do.
+				for try := 0; try < 3; try++ {
+					if r, _, err = c.Exchange(m, s.Addr().String()); err == nil {
+						break
+					}
+				}
+				if err != nil || len(r.Answer) != 1 {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	<-flood
+	t.Logf("%d guest queries in %v, %d strangers' queries refused", total, time.Since(start), s.Refused())
+	if failed != 0 {
+		t.Errorf("%d of %d guest queries unanswered", failed, total)
+	}
+	if s.Refused() == 0 {
+		t.Error("no stranger's query reached the server")
+	}
+	if r := query(t, s, "udp", "web1.dev.kvm.", mdns.TypeA); len(r.Answer) != 1 {
+		t.Errorf("after the burst: %v", r)
+	}
+}

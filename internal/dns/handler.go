@@ -73,15 +73,12 @@ func (s *Server) serves(cfg Config, addr net.Addr) bool {
 	if ip = ip.Unmap(); ip.IsValid() && cfg.Clients.Contains(ip) {
 		return true
 	}
-	s.mu.Lock()
-	s.refused++
-	now := time.Now()
-	warn := now.Sub(s.lastRefused) >= failLogEvery
-	if warn {
-		s.lastRefused = now
-	}
-	s.mu.Unlock()
-	if warn {
+	// Atomics, not the server's lock: a flood from outside must not
+	// queue the guests' queries behind it.
+	s.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastRefused.Load()
+	if now-last >= int64(failLogEvery) && s.lastRefused.CompareAndSwap(last, now) {
 		s.log.Warn("dns query from outside the network not answered", "from", addr.String(), "clients", cfg.Clients)
 	}
 	return false
@@ -89,11 +86,7 @@ func (s *Server) serves(cfg Config, addr net.Addr) bool {
 
 // Refused returns how many queries came from outside Config.Clients and
 // were not answered.
-func (s *Server) Refused() uint64 {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.refused
-}
+func (s *Server) Refused() uint64 { return s.refused.Load() }
 
 // zone is the guests' names and addresses, built per query from
 // Config.Records.
