@@ -54,6 +54,11 @@ var requestFilter = []bpf.Instruction{
 // dropAll is the UDP socket's filter: it queues nothing.
 var dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
 
+// maxInflight bounds the requests handled at once. A guest flooding the
+// server would otherwise grow a goroutine per frame; past the bound frames
+// are dropped, and clients ask again (every DHCP client retries).
+const maxInflight = 256
+
 // portCacheTTL bounds how long the listener trusts what it learned about
 // an interface index: a tap can be moved to another bridge.
 const portCacheTTL = 5 * time.Second
@@ -165,6 +170,7 @@ func (l *listener) Close() error {
 // each on its own goroutine. It returns nil after Close.
 func (l *listener) serve(handle func(net.PacketConn, Ingress, *dhcpv4.DHCPv4)) error {
 	buf := make([]byte, 65536)
+	slots := make(chan struct{}, maxInflight)
 	for {
 		var (
 			n    int
@@ -200,7 +206,14 @@ func (l *listener) serve(handle func(net.PacketConn, Ingress, *dhcpv4.DHCPv4)) e
 			continue
 		}
 		in.Port = port
-		go handle(l.conn, in, m)
+		select {
+		case slots <- struct{}{}:
+			go func() {
+				defer func() { <-slots }()
+				handle(l.conn, in, m)
+			}()
+		default:
+		}
 	}
 }
 
