@@ -108,11 +108,11 @@ func listen(iface string) (l *listener, err error) {
 	}
 	rc, err := l.conn.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("udp socket: %w", err)
+		return nil, fmt.Errorf("getting the udp socket's descriptor: %w", err)
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = attach(int(fd), dropAll) }); err != nil {
-		return nil, fmt.Errorf("udp socket: %w", err)
+		return nil, fmt.Errorf("getting the udp socket's descriptor: %w", err)
 	}
 	if serr != nil {
 		return nil, fmt.Errorf("filtering the udp socket: %w", serr)
@@ -125,7 +125,7 @@ func listen(iface string) (l *listener, err error) {
 	// other ports, are outgoing frames: not requests entering a port.
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("packet socket: %w", err)
+		return nil, fmt.Errorf("ignoring outgoing frames on the packet socket: %w", err)
 	}
 	if err := attach(fd, requestFilter); err != nil {
 		unix.Close(fd)
@@ -133,7 +133,7 @@ func listen(iface string) (l *listener, err error) {
 	}
 	l.pkt = os.NewFile(uintptr(fd), "dhcp-packet")
 	if l.raw, err = l.pkt.SyscallConn(); err != nil {
-		return nil, fmt.Errorf("packet socket: %w", err)
+		return nil, fmt.Errorf("getting the packet socket's descriptor: %w", err)
 	}
 	return l, nil
 }
