@@ -35,10 +35,12 @@ type dhcpServer struct {
 	iface string
 }
 
-// dnsServer is a running DNS server and the address it listens on.
+// dnsServer is a running DNS server, the address it listens on and the
+// bridge its sockets are bound to.
 type dnsServer struct {
 	*dns.Server
 	listen netip.Addr
+	iface  string
 }
 
 // Options configure a daemon.
@@ -507,7 +509,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 		}
 		if n.DNS.On() {
 			dc := d.dnsConfig(cfg, n)
-			if s, ok := d.dns[n.Name]; ok && s.listen == dc.Listen {
+			if s, ok := d.dns[n.Name]; ok && s.listen == dc.Listen && s.iface == dc.Interface {
 				if err := s.Update(dc); err != nil {
 					log.Error("updating dns server", "err", err)
 				}
@@ -521,7 +523,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 				} else if err := s.Start(); err != nil {
 					log.Error("starting dns server (retrying at the next pass)", "err", err)
 				} else {
-					d.dns[n.Name] = &dnsServer{s, dc.Listen}
+					d.dns[n.Name] = &dnsServer{s, dc.Listen, dc.Interface}
 					log.Info("serving dns", "listen", dc.Listen, "domain", dc.Domain)
 				}
 			}
@@ -554,6 +556,8 @@ func (d *Daemon) startDHCP(dc dhcp.Config, log *slog.Logger) (*dhcp.Server, erro
 		return nil, err
 	}
 	s.OnACK(d.bindLease)
+	network := dc.Network
+	s.OnIgnored(func(i dhcp.Ignored) { d.metrics.DHCPIgnored(network, i.Type, i.Reason) })
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
@@ -587,6 +591,7 @@ func dhcpConfig(cfg *model.Config, n *model.Network) dhcp.Config {
 		if p.Iface.IP.IsValid() {
 			dc.Reservations = append(dc.Reservations, dhcp.Reservation{MAC: p.Iface.HWAddr, IP: p.Iface.IP, Hostname: p.VM})
 		}
+		dc.Ports = append(dc.Ports, dhcp.Port{Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, Spoofguard: p.Iface.Security.SpoofguardOn()})
 	}
 	return dc
 }
@@ -599,6 +604,9 @@ func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
 	store := d.opt.Engine.Store
 	return dns.Config{
 		Network: n.Name, Listen: n.Gateway, Domain: n.DNS.Domain, Subnet: n.Subnet, Upstreams: d.opt.Upstreams,
+		// Guests on the bridge only: not the LAN, should it route the
+		// subnet to the host (Clients defaults to Subnet).
+		Interface: n.Bridge,
 		Records: func() []dns.Record {
 			leases, _ := store.Leases(network)
 			now := time.Now()
