@@ -15,9 +15,11 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/kvmnet/kvmnet/internal/kernel/link"
 )
 
 // Why a packet socket. A UDP socket on the bridge tells neither the port a
@@ -69,7 +71,7 @@ type listener struct {
 	conn   *net.UDPConn // replies; reads nothing
 	pkt    *os.File     // the packet socket, non-blocking
 	raw    syscall.RawConn
-	links  *netlink.Handle
+	links  *link.Handle
 	bridge int // the bridge's interface index
 	// closed is set by Close before it closes the sockets, so serve
 	// tells a close from a failure whatever error the read returns.
@@ -100,7 +102,7 @@ func listen(iface string) (l *listener, err error) {
 	}()
 	// The handle keeps its socket in this namespace, whatever thread
 	// later uses it.
-	if l.links, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+	if l.links, err = link.New(netns.None()); err != nil {
 		return nil, fmt.Errorf("opening a netlink socket: %w", err)
 	}
 	if l.conn, err = server4.NewIPv4UDPConn(iface, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}); err != nil {
@@ -225,8 +227,8 @@ func (l *listener) port(i int) string {
 		return e.name
 	}
 	e := portEntry{at: now}
-	if link, err := l.links.LinkByIndex(i); err == nil && link.Attrs().MasterIndex == l.bridge {
-		e.name = link.Attrs().Name
+	if name, master, err := l.links.ByIndex(i); err == nil && master == l.bridge {
+		e.name = name
 	}
 	if len(l.ports) > 4096 {
 		// Frames of every interface of the namespace come by; keep
