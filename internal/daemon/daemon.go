@@ -22,7 +22,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/dns"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
-	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
+	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
 	"github.com/kvmnet/kvmnet/internal/metrics"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -64,14 +64,26 @@ type Options struct {
 	// MetricsAddr serves Prometheus metrics on /metrics when set (e.g.
 	// 127.0.0.1:9477); off by default.
 	MetricsAddr string
-	// WatchRuleset, when set, reports deletions in the nftables ruleset
-	// (kernel.Host.WatchRuleset).
-	WatchRuleset func(done <-chan struct{}) (<-chan struct{}, error)
+	// Events are the kernel's event sources in the daemon's namespace.
+	Events Events
 	// RuleDrops and PortSecurityDrops read kvmnet's drop counters for
 	// the metrics (nil: those metrics are left out).
 	RuleDrops         metrics.RuleDropsFunc
 	PortSecurityDrops metrics.PortSecurityDropsFunc
 	Log               *slog.Logger
+}
+
+// Events are what the daemon hears from the kernel besides the engine's
+// observations; kernel.Host is one, bound to its namespace.
+type Events interface {
+	// WatchLinks reports link and address changes.
+	WatchLinks(done <-chan struct{}) (<-chan link.Event, error)
+	// WatchRuleset reports deletions in the nftables ruleset.
+	WatchRuleset(done <-chan struct{}) (<-chan struct{}, error)
+	// ReadSysctl reads one sysctl.
+	ReadSysctl(key string) (string, error)
+	// Snoop watches the LAN's DHCP replies to the ports want accepts.
+	Snoop(ctx context.Context, want func(port string) bool, out chan<- snoop.Reply) error
 }
 
 // Daemon serves one namespace.
@@ -225,15 +237,13 @@ func Run(ctx context.Context, opt Options) error {
 
 	done := make(chan struct{})
 	defer close(done)
-	events, err := link.Watch(done)
+	events, err := opt.Events.WatchLinks(done)
 	if err != nil {
 		d.log.Warn("not watching links; late taps are adopted by the periodic pass only", "err", err)
 	}
-	var nftEvents <-chan struct{}
-	if opt.WatchRuleset != nil {
-		if nftEvents, err = opt.WatchRuleset(done); err != nil {
-			d.log.Warn("not watching nftables; a flushed ruleset waits for the periodic pass", "err", err)
-		}
+	nftEvents, err := opt.Events.WatchRuleset(done)
+	if err != nil {
+		d.log.Warn("not watching nftables; a flushed ruleset waits for the periodic pass", "err", err)
 	}
 	tick := time.NewTicker(opt.Resync)
 	defer tick.Stop()
@@ -356,7 +366,7 @@ func (d *Daemon) sysctlDrifted() bool {
 	if !need {
 		return false
 	}
-	v, err := sysctl.New().Get(plan.SysctlIPForward)
+	v, err := d.opt.Events.ReadSysctl(plan.SysctlIPForward)
 	return err == nil && v != "1"
 }
 

@@ -47,7 +47,7 @@ func (d *Daemon) syncSnooping(cfg *model.Config) {
 		_, ok := d.snoopPorts[port]
 		return ok
 	}
-	if err := snoop.Watch(d.ctx, want, replies); err != nil {
+	if err := d.opt.Events.Snoop(d.ctx, want, replies); err != nil {
 		d.log.Error("bridged guests' addresses cannot be bound (their IPv4 stays blocked)", "err", err)
 		return
 	}
