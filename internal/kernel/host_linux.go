@@ -14,8 +14,8 @@ import (
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
-	"github.com/kvmnet/kvmnet/internal/kernel/sockets"
 	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
+	"github.com/kvmnet/kvmnet/internal/kernel/sockets"
 	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
