@@ -440,6 +440,40 @@ func TestDHCPTargets(t *testing.T) {
 	if !strings.Contains(b.String(), "dnsmasq sustains 500 exchanges/s") {
 		t.Errorf("table:\n%s", b.String())
 	}
+	// Two servers that sustain nothing do not meet "at least as much".
+	rep.Servers[0].Sustained, rep.Servers[1].Sustained = 0, 0
+	if ts := dhcpTargets(rep); ts[0].Met == nil || *ts[0].Met || !strings.Contains(ts[0].Got, "neither") {
+		t.Errorf("target when neither server sustains a rate = %+v", ts[0])
+	}
+	rep.Servers[1].Sustained = 250
+	if ts := dhcpTargets(rep); ts[0].Met == nil || *ts[0].Met {
+		t.Errorf("target when only dnsmasq sustains a rate = %+v", ts[0])
+	}
+}
+
+func TestSustainedRate(t *testing.T) {
+	run := func(rate, drops int) PerfDHCP {
+		return PerfDHCP{Rate: rate, Request: Exchange{Received: rate, Drops: drops}}
+	}
+	rates := []int{250, 500, 1000, 2000}
+	for _, c := range []struct {
+		name string
+		runs []PerfDHCP
+		want int
+	}{
+		{"clean up to 1000", []PerfDHCP{run(250, 0), run(500, 0), run(1000, 0), run(2000, 7)}, 1000},
+		{"all clean", []PerfDHCP{run(250, 0), run(500, 0), run(1000, 0), run(2000, 0)}, 2000},
+		// A clean run above a dropping one is luck, not a sustained rate.
+		{"drops at the lowest rate", []PerfDHCP{run(250, 10), run(500, 0), run(1000, 9), run(2000, 9)}, 0},
+		{"drops in the middle", []PerfDHCP{run(250, 0), run(500, 3), run(1000, 0), run(2000, 0)}, 250},
+		// A rate perfdhcp gave no report for ends the climb.
+		{"a rate without a report", []PerfDHCP{run(250, 0), run(1000, 0), run(2000, 0)}, 250},
+		{"no runs", nil, 0},
+	} {
+		if got := sustainedRate(rates, c.runs); got != c.want {
+			t.Errorf("%s: sustainedRate = %d, want %d", c.name, got, c.want)
+		}
+	}
 }
 
 func TestApplyTargets(t *testing.T) {
