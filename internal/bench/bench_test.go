@@ -263,6 +263,52 @@ func TestReportRatios(t *testing.T) {
 	}
 }
 
+// TestBridgedTarget: bridged is judged against the same topology without
+// kvmnet, whatever its ratio to raw.
+func TestBridgedTarget(t *testing.T) {
+	r := sampleReport()
+	r.Skipped = nil
+	bridged := PathResult{Name: PathBridged}
+	linuxbr := PathResult{Name: PathLinuxBr}
+	for range 3 {
+		// Far below raw (20.9), within 5% of the plain bridge.
+		bridged.Add(MetricTCP1, 13e9)
+		bridged.Add(MetricTCP4, 22e9)
+		linuxbr.Add(MetricTCP1, 13.5e9)
+		linuxbr.Add(MetricTCP4, 22.5e9)
+	}
+	r.Paths = append(r.Paths, bridged, linuxbr)
+	r.Finish(0)
+	judged := 0
+	for _, tg := range r.Targets {
+		if !strings.HasPrefix(tg.What, "bridged") {
+			continue
+		}
+		if strings.Contains(tg.What, "of raw") || !strings.Contains(tg.What, "of linuxbr") {
+			t.Errorf("bridged judged against another path than linuxbr: %+v", tg)
+		}
+		if tg.Met == nil || !*tg.Met {
+			t.Errorf("bridged at 96%% of linuxbr: %+v, want met", tg)
+		}
+		judged++
+	}
+	if judged != 2 {
+		t.Errorf("%d bridged targets, want 2 (TCP 1 and 4 streams): %+v", judged, r.Targets)
+	}
+	// A bridged path 10% slower than the plain bridge misses.
+	r.Paths[len(r.Paths)-2] = PathResult{Name: PathBridged}
+	for range 3 {
+		r.Paths[len(r.Paths)-2].Add(MetricTCP1, 12e9)
+		r.Paths[len(r.Paths)-2].Add(MetricTCP4, 20e9)
+	}
+	r.Finish(0)
+	for _, tg := range r.Targets {
+		if strings.HasPrefix(tg.What, "bridged") && (tg.Met == nil || *tg.Met) {
+			t.Errorf("bridged at 89%% of linuxbr: %+v, want missed", tg)
+		}
+	}
+}
+
 func TestSpreadWarnings(t *testing.T) {
 	r := sampleReport()
 	if len(r.Warnings) != 0 {
