@@ -147,6 +147,31 @@ func TestPortSecurity(t *testing.T) {
 		}
 	})
 
+	t.Run("ipv6-spoof", func(t *testing.T) {
+		// kvmnet binds no IPv6 address to guests: a protected port may
+		// send from its link-local address (and :: for DAD) only.
+		w.waitFor("evil's link-local address", 10*time.Second, func() bool {
+			out, _ := w.exec("evil", "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link", "-tentative")
+			return strings.Contains(out, "fe80")
+		})
+		before := w.drops("evil-0", "ipv6")
+		// From the link-local address: all nodes answer (db1, the
+		// bridge), nothing is dropped.
+		if out, err := w.exec("evil", "ping", "-6", "-c", "1", "-W", "2", "ff02::1%eth0"); err != nil {
+			t.Errorf("evil's link-local ping to all nodes got no answer: %v\n%s", err, out)
+		}
+		if got := w.drops("evil-0", "ipv6"); got != before {
+			t.Errorf("link-local IPv6 dropped: ipv6 drops %d -> %d", before, got)
+		}
+		// From a global address it gave itself: dropped and counted.
+		w.mustExec("evil", "ip", "-6", "addr", "add", "2001:db8:66::5/64", "dev", "eth0", "nodad")
+		defer w.mustExec("evil", "ip", "-6", "addr", "del", "2001:db8:66::5/64", "dev", "eth0")
+		w.exec("evil", "ping", "-6", "-c", "3", "-i", "0.1", "-W", "1", "-I", "2001:db8:66::5", "ff02::1%eth0")
+		if got := w.drops("evil-0", "ipv6"); got < before+3 {
+			t.Errorf("IPv6 from a global source: ipv6 drops %d -> %d, want +3", before, got)
+		}
+	})
+
 	t.Run("rogue-dhcp", func(t *testing.T) {
 		before := w.drops("evil-0", "dhcp_server")
 		w.serve("evil", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
