@@ -396,7 +396,8 @@ func TestConfirm(t *testing.T) {
 	// The host loses its address: the gateway probe fails, rolled back.
 	start := time.Now()
 	out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
-	if err == nil || !strings.Contains(out, "rolled back") {
+	// Rolled back by the gateway probe, not by any other failure.
+	if err == nil || !strings.Contains(out, "lost its gateway after the apply") || !strings.Contains(out, "rolled back") {
 		t.Fatalf("apply of a config that cuts the host off: %v\n%s", err, out)
 	}
 	w.waitFor("the host to answer from the LAN", 10*time.Second, func() bool { return w.pings("lan", lab.HostLAN) })
@@ -409,7 +410,7 @@ func TestConfirm(t *testing.T) {
 			w.startDaemon()
 			// The daemon probes and rolls back a cut-off as well.
 			out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
-			if err == nil || !strings.Contains(out, "rolled back") {
+			if err == nil || !strings.Contains(out, "lost its gateway after the apply") || !strings.Contains(out, "rolled back") {
 				t.Fatalf("apply of a cut-off config through the daemon: %v\n%s", err, out)
 			}
 			compareDumps(t, "after a cut-off rolled back by the daemon", before, w.dumps())
