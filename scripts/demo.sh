@@ -115,6 +115,10 @@ kill "$WPID" 2>/dev/null || true
 step "10. Port security: db1 pretends to be web1 (spoofed source address); the frames are dropped and counted"
 run "$K" lab exec --prefix "$P" db1 -- hping3 -1 -c 3 -i u100000 -a 192.168.100.10 203.0.113.10 || true
 run "${KH[@]}" get ports
+# hping3's status says nothing here (no answer is expected): the counter
+# is the proof that the spoofed frames were dropped.
+"${KH[@]}" get ports | awk '$1 == "db1-0"' | grep -Eq 'ip=([3-9]|[1-9][0-9]+)' ||
+	{ echo "demo: db1's spoofed packets were not counted as dropped" >&2; exit 1; }
 
 step "10b. A change that would lock the host out: apply --confirm probes the gateway and rolls back by itself"
 printf 'networks:\n  - {name: lan, mode: bridged, uplink: eth0, hostAddress: none}\n' >"$STATE/lockout.yaml"
