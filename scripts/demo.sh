@@ -122,11 +122,13 @@ run "${KH[@]}" get ports
 
 step "10b. A change that would lock the host out: apply --confirm probes the gateway and rolls back by itself"
 printf 'networks:\n  - {name: lan, mode: bridged, uplink: eth0, hostAddress: none}\n' >"$STATE/lockout.yaml"
-printf '\033[2m$ %s\033[0m\n' "${KH[*]} apply -f $STATE/lockout.yaml --confirm 30s"
+# The file drops the NAT networks too, so the apply needs --allow-removal
+# (without it kvmnet refuses before touching anything).
+printf '\033[2m$ %s\033[0m\n' "${KH[*]} apply -f $STATE/lockout.yaml --confirm 30s --allow-removal"
 # The apply must fail, and for the reason shown: the probe lost the
 # gateway and the change was rolled back. Any other failure (a bad file, a
 # daemon that is down) ends the demo instead of passing for a rollback.
-if out=$("${KH[@]}" apply -f "$STATE/lockout.yaml" --confirm 30s 2>&1); then
+if out=$("${KH[@]}" apply -f "$STATE/lockout.yaml" --confirm 30s --allow-removal 2>&1); then
 	echo "$out"
 	echo "demo: the change that locks the host out was applied and kept" >&2
 	exit 1
