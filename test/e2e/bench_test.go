@@ -116,7 +116,7 @@ func TestBench(t *testing.T) {
 		}
 		for _, m := range []string{bench.MetricTCP1, bench.MetricTCP4, bench.MetricUDP, bench.MetricLatP50, bench.MetricLatP99} {
 			if s := p.Get(m); !s.Valid() || s.Median <= 0 {
-				t.Errorf("%s %s = %+v, want a positive figure", name, m, s)
+				t.Errorf("%s %s = %+v, want a positive figure (the bench's warnings: %q)", name, m, s, rep.Warnings)
 			}
 		}
 	}
