@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -119,6 +120,34 @@ type Daemon struct {
 	convergeReq chan string
 }
 
+// onLinks adopts the wanted taps among a batch of link events at once,
+// then asks for one converge for all of them.
+func (d *Daemon) onLinks(ctx context.Context, batch []link.Event) {
+	why := ""
+	for _, ev := range batch {
+		d.mu.Lock()
+		wanted := d.taps[ev.Link]
+		d.mu.Unlock()
+		switch {
+		case wanted:
+			// The new tap first, then everything else.
+			if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
+				d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
+			} else if done {
+				d.log.Info("adopted tap", "tap", ev.Link)
+			}
+			why = "link " + ev.Link
+		case ev.Addr && why == "":
+			// Our own gateway addresses trigger this too; converging
+			// is then a no-op.
+			why = "address"
+		}
+	}
+	if why != "" {
+		d.requestConverge(why)
+	}
+}
+
 // requestConverge asks for a converge. Requests made while one waits are
 // one: the converge reads the desired state and the kernel when it runs.
 func (d *Daemon) requestConverge(why string) {
@@ -213,28 +242,51 @@ func Run(ctx context.Context, opt Options) error {
 		d.armConfirm(*pend)
 	}
 
+	stopAPI, err := d.serveAPI(ln)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
+	return d.loop(ctx)
+}
+
+// serveAPI serves the API on the unix socket ln and, when asked, over
+// mutual TLS; stop shuts both down.
+func (d *Daemon) serveAPI(ln net.Listener) (stop func(), err error) {
+	opt := d.opt
 	srv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("api server stopped", "err", err)
 		}
 	}()
-	if opt.APIAddr != "" {
-		tln, err := api.ListenTLS(opt.APIAddr, opt.TLSCert, opt.TLSKey, opt.TLSClientCA)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		tsrv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := tsrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				d.log.Error("tls api server stopped", "err", err)
-			}
-		}()
-		defer tsrv.Close()
-		d.log.Info("serving the api over mutual TLS", "addr", opt.APIAddr)
+	stop = func() {
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(shutdown)
+		cancel()
 	}
+	if opt.APIAddr == "" {
+		return stop, nil
+	}
+	tln, err := api.ListenTLS(opt.APIAddr, opt.TLSCert, opt.TLSKey, opt.TLSClientCA)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	tsrv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := tsrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("tls api server stopped", "err", err)
+		}
+	}()
+	d.log.Info("serving the api over mutual TLS", "addr", opt.APIAddr)
+	return func() { tsrv.Close(); stop() }, nil
+}
 
+// loop listens to the kernel's events and the timers until ctx is done,
+// asking for converges; a new tap is adopted at its event.
+func (d *Daemon) loop(ctx context.Context) error {
+	opt := d.opt
 	done := make(chan struct{})
 	defer close(done)
 	events, err := opt.Events.WatchLinks(done)
@@ -256,9 +308,6 @@ func Run(ctx context.Context, opt Options) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping (the kernel state stays as it is)")
-			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			srv.Shutdown(shutdown)
-			cancel()
 			d.stopServices()
 			os.Remove(opt.Socket)
 			return nil
@@ -284,29 +333,7 @@ func Run(ctx context.Context, opt Options) error {
 					break drain
 				}
 			}
-			why := ""
-			for _, ev := range batch {
-				d.mu.Lock()
-				wanted := d.taps[ev.Link]
-				d.mu.Unlock()
-				switch {
-				case wanted:
-					// The new tap first, then everything else.
-					if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
-						d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
-					} else if done {
-						d.log.Info("adopted tap", "tap", ev.Link)
-					}
-					why = "link " + ev.Link
-				case ev.Addr && why == "":
-					// Our own gateway addresses trigger this too; converging
-					// is then a no-op.
-					why = "address"
-				}
-			}
-			if why != "" {
-				d.requestConverge(why)
-			}
+			d.onLinks(ctx, batch)
 		case _, ok := <-nftEvents:
 			if !ok {
 				nftEvents = nil
