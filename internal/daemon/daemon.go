@@ -16,6 +16,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/api"
@@ -92,22 +93,22 @@ type Daemon struct {
 	opt Options
 	log *slog.Logger
 
+	// want is the desired state the daemon serves, with the lookups the
+	// event loop, the DHCP servers and the snooper make in it; it is
+	// replaced whole (setConfig), never changed, so reading it takes no
+	// lock.
+	want atomic.Pointer[wanted]
+
+	// mu guards the services: the DHCP and DNS servers, the host's DHCP
+	// clients, the snooper.
 	mu   sync.Mutex
-	cfg  *model.Config
 	dhcp map[string]*dhcpServer // by network
 	dns  map[string]*dnsServer  // by network
 	// hostDHCP are the host's DHCP clients on bridged networks' bridges.
 	hostDHCP map[string]*hostClient // by network
-	// snoopPorts are the protected ports of bridged networks, whose
-	// addresses the LAN's DHCP server hands out; snooping is set once the
-	// snooper runs.
-	snoopPorts map[string]snoopPort
-	snooping   bool
-	taps       map[string]bool // tap names of the desired state
-	// protected are the MACs of interfaces with spoofguard, whose leases
-	// must be bound before their ACK.
-	protected map[string]bool
-	kick      chan struct{}
+	// snooping is set once the snooper runs.
+	snooping bool
+	kick     chan struct{}
 	// bind carries requests of DHCP servers to bind a new lease to its
 	// port before the ACK goes out; the main loop closes the channel it
 	// is sent once done.
@@ -125,11 +126,8 @@ type Daemon struct {
 func (d *Daemon) onLinks(ctx context.Context, batch []link.Event) {
 	why := ""
 	for _, ev := range batch {
-		d.mu.Lock()
-		wanted := d.taps[ev.Link]
-		d.mu.Unlock()
 		switch {
-		case wanted:
+		case d.wanted().taps[ev.Link]:
 			// The new tap first, then everything else.
 			if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
 				d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
@@ -165,10 +163,7 @@ const bindWait = 500 * time.Millisecond
 // waits for it. Only guests of the desired state with spoofguard need it:
 // anyone else's ACK goes out at once.
 func (d *Daemon) bindLease(mac string) {
-	d.mu.Lock()
-	protected := d.protected[mac]
-	d.mu.Unlock()
-	if !protected {
+	if !d.wanted().protected[mac] {
 		return
 	}
 	done := make(chan struct{})
@@ -371,25 +366,18 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 		}
 	}
 	d.restartRecreated(p)
-	d.mu.Lock()
-	cfg := d.cfg
-	d.mu.Unlock()
-	if cfg != nil {
-		d.syncServices(cfg)
+	if w := d.want.Load(); w != nil {
+		d.syncServices(w.cfg)
 	}
 }
 
 // sysctlDrifted reports whether ip_forward is off while a NAT network
 // needs it on.
 func (d *Daemon) sysctlDrifted() bool {
-	d.mu.Lock()
 	need := false
-	if d.cfg != nil {
-		for _, n := range d.cfg.Networks {
-			need = need || n.Mode == model.ModeNAT
-		}
+	for _, n := range d.wanted().cfg.Networks {
+		need = need || n.Mode == model.ModeNAT
 	}
-	d.mu.Unlock()
 	if !need {
 		return false
 	}
@@ -419,11 +407,9 @@ func (d *Daemon) restartRecreated(p *plan.Plan) {
 		}
 	}
 	for name, s := range d.dns {
-		if d.cfg != nil {
-			if n := d.cfg.Network(name); n != nil && created[n.Bridge] {
-				s.Close()
-				delete(d.dns, name)
-			}
+		if n := d.wanted().cfg.Network(name); n != nil && created[n.Bridge] {
+			s.Close()
+			delete(d.dns, name)
 		}
 	}
 }
@@ -489,23 +475,41 @@ func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
 	return st, nil
 }
 
+// wanted is one desired state as the daemon serves it.
+type wanted struct {
+	cfg *model.Config
+	// taps are the tap names of the desired state.
+	taps map[string]bool
+	// protected are the MACs of interfaces with spoofguard, whose leases
+	// must be bound before their ACK.
+	protected map[string]bool
+	// snoopPorts are the protected ports of bridged networks, whose
+	// addresses the LAN's DHCP server hands out.
+	snoopPorts map[string]snoopPort
+}
+
+// wanted returns the desired state served; never nil.
+func (d *Daemon) wanted() *wanted {
+	if w := d.want.Load(); w != nil {
+		return w
+	}
+	return &wanted{cfg: &model.Config{}}
+}
+
 func (d *Daemon) setConfig(cfg *model.Config) {
 	// The daemon serves the networks of this host's Linux datapath; other
 	// backends bring their own services.
 	cfg = cfg.ForBackend(model.BackendLinux)
-	d.mu.Lock()
-	d.cfg = cfg
-	d.taps = map[string]bool{}
-	d.protected = map[string]bool{}
+	w := &wanted{cfg: cfg, taps: map[string]bool{}, protected: map[string]bool{}, snoopPorts: snoopPorts(cfg)}
 	for _, vm := range cfg.VMs {
 		for _, ifc := range vm.Interfaces {
-			d.taps[ifc.Tap] = true
+			w.taps[ifc.Tap] = true
 			if ifc.Security.SpoofguardOn() {
-				d.protected[ifc.HWAddr] = true
+				w.protected[ifc.HWAddr] = true
 			}
 		}
 	}
-	d.mu.Unlock()
+	d.want.Store(w)
 	d.syncServices(cfg)
 }
 
@@ -576,7 +580,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 		}
 	}
 	d.syncHostDHCP(cfg)
-	d.syncSnooping(cfg)
+	d.syncSnooping()
 	for name, s := range d.dns {
 		if !seen[name] {
 			s.Close()
@@ -670,15 +674,11 @@ func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
 
 // metricInterfaces lists the bridges and taps of the desired state.
 func (d *Daemon) metricInterfaces() []metrics.Interface {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []metrics.Interface
-	if d.cfg == nil {
-		return out
-	}
-	for _, n := range d.cfg.Networks {
+	cfg := d.wanted().cfg
+	for _, n := range cfg.Networks {
 		out = append(out, metrics.Interface{Name: n.Bridge, Network: n.Name})
-		for _, p := range d.cfg.Ports(n.Name) {
+		for _, p := range cfg.Ports(n.Name) {
 			out = append(out, metrics.Interface{Name: p.Iface.Tap, Network: n.Name, VM: p.VM})
 		}
 	}
@@ -699,14 +699,10 @@ func (d *Daemon) metricPools() []metrics.Pool {
 
 // metricForwards counts the forwards of each network.
 func (d *Daemon) metricForwards() map[string]int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := map[string]int{}
-	if d.cfg != nil {
-		for _, n := range d.cfg.Networks {
-			if n.Mode == model.ModeNAT {
-				out[n.Name] = len(n.Forwards)
-			}
+	for _, n := range d.wanted().cfg.Networks {
+		if n.Mode == model.ModeNAT {
+			out[n.Name] = len(n.Forwards)
 		}
 	}
 	return out
