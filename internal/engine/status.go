@@ -139,8 +139,8 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 	// Which listen addresses each proto/port is in place on, from dnat4.
 	inPlace := map[string][]string{}
 	for _, e := range obs.Table.Sets[plan.MapDNAT] {
-		key, _, _ := strings.Cut(e, " : ")
-		if parts := strings.Split(key, " . "); len(parts) == 3 {
+		// LISTEN . PROTO . PORT : TARGET . PORT
+		if parts := e.Key(); len(parts) == 3 {
 			inPlace[parts[1]+"/"+parts[2]] = append(inPlace[parts[1]+"/"+parts[2]], parts[0])
 		}
 	}

@@ -2,7 +2,7 @@ package kernel
 
 import (
 	"log/slog"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -115,7 +115,7 @@ networks:
 	}
 	sortSets := func(s plan.TableState) plan.TableState {
 		for k, v := range s.Sets {
-			sort.Strings(v)
+			slices.Sort(v)
 			s.Sets[k] = v
 		}
 		return s
@@ -124,7 +124,7 @@ networks:
 	// names (the planner ignores their contents).
 	for name := range want.Sets {
 		if strings.HasSuffix(name, "_meter") {
-			want.Sets[name] = []string{}
+			want.Sets[name] = []plan.Element{}
 		}
 	}
 	if d := cmp.Diff(sortSets(want), sortSets(got)); d != "" {

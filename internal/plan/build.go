@@ -193,11 +193,12 @@ func (b *builder) nat(i int) {
 	b.wantBridges[n.Bridge] = true
 	b.natBridge(n)
 	b.errs = append(b.errs, ports(cfg, n, opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
-	b.elems[SetNATIfs] = append(b.elems[SetNATIfs], n.Bridge)
-	b.elems[SetNATSame] = append(b.elems[SetNATSame], n.Bridge+" . "+n.Bridge)
-	b.elems[SetNATOut] = append(b.elems[SetNATOut], n.Bridge+" . "+egress)
-	b.elems[SetMasq] = append(b.elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
-	b.elems[SetHairpin] = append(b.elems[SetHairpin], n.Subnet.Masked().String()+" . "+n.Bridge)
+	subnet := n.Subnet.Masked().String()
+	b.elems[SetNATIfs] = append(b.elems[SetNATIfs], NewElement(n.Bridge))
+	b.elems[SetNATSame] = append(b.elems[SetNATSame], NewElement(n.Bridge, n.Bridge))
+	b.elems[SetNATOut] = append(b.elems[SetNATOut], NewElement(n.Bridge, egress))
+	b.elems[SetMasq] = append(b.elems[SetMasq], NewElement(subnet, egress))
+	b.elems[SetHairpin] = append(b.elems[SetHairpin], NewElement(subnet, n.Bridge))
 	if _, ok := obs.Links[egress]; ok || listenOn == "" {
 		listenOn = egress
 	}
@@ -499,7 +500,7 @@ func rulesMatch(have *TableState, rs Ruleset) bool {
 // diff returns what to add to have and delete from it to get want. Both
 // are sorted without repeats (Elements.sorted), and so are the results: one
 // walk along the two, which at 10,000 forwards beats two maps.
-func diff(have, want []string) (add, del []string) {
+func diff[E ~string](have, want []E) (add, del []E) {
 	i, j := 0, 0
 	for i < len(have) || j < len(want) {
 		switch {

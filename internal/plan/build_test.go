@@ -171,7 +171,7 @@ func simulate(obs *Observed, p *Plan) {
 					}
 				}
 				for _, s := range a.Nft.Ruleset.Sets {
-					table.Sets[s.Name] = append([]string{}, a.Nft.Elements[s.Name]...)
+					table.Sets[s.Name] = append([]Element{}, a.Nft.Elements[s.Name]...)
 				}
 			default:
 				for set, els := range a.Nft.Del {
@@ -312,7 +312,7 @@ func TestDriftRebuildsOnlyWhatIsWrong(t *testing.T) {
 	}
 	simulate(obs, p)
 	// Someone deletes one element: only that element comes back.
-	obs.Table.Sets[SetNATIfs] = []string{"kv-dev"}
+	obs.Table.Sets[SetNATIfs] = []Element{"kv-dev"}
 	p, _ = Build(cfg, obs, Options{})
 	if len(p.Actions) != 1 || p.Actions[0].Nft.Rebuild || !cmp.Equal(p.Actions[0].Nft.Add, Elements{SetNATIfs: {"kv-test"}}) {
 		t.Fatalf("want one element added, got:\n%s", p)

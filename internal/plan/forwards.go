@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/kvmnet/kvmnet/internal/model"
 )
@@ -58,20 +57,23 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 			}
 			classes[rc] = true
 		}
-		to := target.String() + " . "
+		// The elements are written out here rather than through
+		// NewElement: ten thousand forwards are planned on every edit,
+		// and one concatenation each is what that costs.
+		to := valueSep + target.String() + fieldSep
 		for _, l := range listens {
 			for port := int(f.PortFirst); port <= int(f.PortLast); port++ {
 				key := ForwardKey(l, f.Proto, uint16(port))
 				tport := int(f.ToPortFirst) + port - int(f.PortFirst)
-				elems[MapDNAT] = append(elems[MapDNAT], key+" : "+to+strconv.Itoa(tport))
+				elems[MapDNAT] = append(elems[MapDNAT], Element(key+to+strconv.Itoa(tport)))
 				if len(f.FromPrefixes) > 0 {
-					elems[SetFwdRestricted] = append(elems[SetFwdRestricted], key)
+					elems[SetFwdRestricted] = append(elems[SetFwdRestricted], Element(key))
 					for _, pr := range f.FromPrefixes {
-						elems[SetFwdFrom] = append(elems[SetFwdFrom], key+" . "+prefixElem(pr))
+						elems[SetFwdFrom] = append(elems[SetFwdFrom], Element(key+fieldSep+prefixElem(pr)))
 					}
 				}
 				if rc.Count > 0 {
-					elems[rc.KeysSet()] = append(elems[rc.KeysSet()], key)
+					elems[rc.KeysSet()] = append(elems[rc.KeysSet()], Element(key))
 				}
 			}
 		}
@@ -82,8 +84,8 @@ func forwards(cfg *model.Config, ni int, egress, listenOn string, obs *Observed,
 // ForwardKey is the normalised dnat4 key of a forward: LISTEN . PROTO . PORT.
 func ForwardKey(listen netip.Addr, proto string, port uint16) string {
 	b := make([]byte, 0, len("255.255.255.255 . tcp . 65535"))
-	b = append(listen.AppendTo(b), " . "...)
-	b = append(append(b, proto...), " . "...)
+	b = append(listen.AppendTo(b), fieldSep...)
+	b = append(append(b, proto...), fieldSep...)
 	return string(strconv.AppendUint(b, uint64(port), 10))
 }
 
@@ -96,9 +98,10 @@ func prefixElem(p netip.Prefix) string {
 	return p.String()
 }
 
-// parseForwardKey reverses ForwardKey.
-func parseForwardKey(key string) (Flow, bool) {
-	parts := strings.Split(key, " . ")
+// forwardFlow reads the flow of a dnat4 element (or a key ForwardKey
+// wrote): its key's fields LISTEN, PROTO, PORT.
+func forwardFlow(e Element) (Flow, bool) {
+	parts := e.Key()
 	if len(parts) != 3 {
 		return Flow{}, false
 	}
@@ -117,12 +120,12 @@ func parseForwardKey(key string) (Flow, bool) {
 // tracked connections must be cut: without that, established connections
 // keep their translation and live on.
 func revoked(have *TableState, ch *NftChange) []Flow {
-	var gone []string
+	var gone []Element
 	switch {
 	case ch.Delete:
 		gone = have.Sets[MapDNAT]
 	case ch.Rebuild:
-		want := map[string]bool{}
+		want := map[Element]bool{}
 		for _, e := range ch.Elements[MapDNAT] {
 			want[e] = true
 		}
@@ -136,8 +139,7 @@ func revoked(have *TableState, ch *NftChange) []Flow {
 	}
 	var flows []Flow
 	for _, e := range gone {
-		key, _, _ := strings.Cut(e, " : ")
-		if f, ok := parseForwardKey(key); ok {
+		if f, ok := forwardFlow(e); ok {
 			flows = append(flows, f)
 		}
 	}
@@ -162,7 +164,7 @@ func flowLess(a, b Flow) bool {
 func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners func(keep func(proto string, port uint16) bool) ([]Listener, error)) error {
 	adding := ch.Add[MapDNAT]
 	if ch.Rebuild {
-		have := map[string]bool{}
+		have := map[Element]bool{}
 		for _, e := range obs.Table.Sets[MapDNAT] {
 			have[e] = true
 		}
@@ -175,12 +177,11 @@ func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners f
 	if len(adding) == 0 {
 		return nil
 	}
-	newKeys := map[string]bool{}
+	newKeys := map[Flow]bool{}
 	newPorts := map[Flow]bool{}
 	for _, e := range adding {
-		k, _, _ := strings.Cut(e, " : ")
-		newKeys[k] = true
-		if fl, ok := parseForwardKey(k); ok {
+		if fl, ok := forwardFlow(e); ok {
+			newKeys[fl] = true
 			newPorts[Flow{Proto: fl.Proto, Port: fl.Port}] = true
 		}
 	}
@@ -204,9 +205,8 @@ func checkConflicts(cfg *model.Config, obs *Observed, ch *NftChange, listeners f
 				if l.Proto != f.Proto || l.Port < f.PortFirst || l.Port > f.PortLast {
 					continue
 				}
-				for key := range newKeys {
-					fl, ok := parseForwardKey(key)
-					if !ok || fl.Proto != l.Proto || fl.Port != l.Port || (!l.Addr.IsUnspecified() && l.Addr != fl.Addr) {
+				for fl := range newKeys {
+					if fl.Proto != l.Proto || fl.Port != l.Port || (!l.Addr.IsUnspecified() && l.Addr != fl.Addr) {
 						continue
 					}
 					who := l.Process

@@ -138,17 +138,17 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 		connLimits[sec.MaxConnections] = true
 		key := fmt.Sprintf("climit_%d_keys", sec.MaxConnections)
 		for _, a := range addrs {
-			elems[key] = append(elems[key], a.String())
+			elems[key] = append(elems[key], NewElement(a.String()))
 		}
 	}
 	if !sec.SpoofguardOn() {
 		return nil
 	}
-	belems[SetSGPorts] = append(belems[SetSGPorts], tap)
-	belems[SetSGMAC] = append(belems[SetSGMAC], tap+" . "+p.Iface.HWAddr)
+	belems[SetSGPorts] = append(belems[SetSGPorts], NewElement(tap))
+	belems[SetSGMAC] = append(belems[SetSGMAC], NewElement(tap, p.Iface.HWAddr))
 	for _, a := range addrs {
-		belems[SetSGIP4] = append(belems[SetSGIP4], tap+" . "+a.String())
-		belems[SetSGBind] = append(belems[SetSGBind], tap+" . "+p.Iface.HWAddr+" . "+a.String())
+		belems[SetSGIP4] = append(belems[SetSGIP4], NewElement(tap, a.String()))
+		belems[SetSGBind] = append(belems[SetSGBind], NewElement(tap, p.Iface.HWAddr, a.String()))
 	}
 	storm := DefaultBroadcastLimit
 	if sec.BroadcastLimit != "" {
@@ -162,6 +162,6 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 		}
 	}
 	storms[storm] = true
-	belems[stormKeys(storm)] = append(belems[stormKeys(storm)], tap)
+	belems[stormKeys(storm)] = append(belems[stormKeys(storm)], NewElement(tap))
 	return nil
 }

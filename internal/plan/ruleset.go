@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -291,11 +292,8 @@ func VersionFromChain(name string) (string, bool) {
 	return "kvmnet ruleset " + v, ok
 }
 
-// Elements are set and map contents keyed by name. Each element is written
-// in the normalised form the observer produces: concatenation parts joined
-// with " . ", a map's key and value joined with " : ", strings unquoted,
-// prefixes a.b.c.d/n, ports and protocols as nft prints them.
-type Elements map[string][]string
+// Elements are set and map contents keyed by set name (see Element).
+type Elements map[string][]Element
 
 // sorted returns a copy with every set sorted and deduplicated.
 func (e Elements) sorted() Elements {
@@ -307,8 +305,8 @@ func (e Elements) sorted() Elements {
 			out[k] = v
 			continue
 		}
-		s := append([]string(nil), v...)
-		sort.Strings(s)
+		s := slices.Clone(v)
+		slices.Sort(s)
 		s = dedup(s)
 		out[k] = s
 	}
@@ -316,7 +314,7 @@ func (e Elements) sorted() Elements {
 }
 
 // strictlySorted reports whether s is sorted without repeats.
-func strictlySorted(s []string) bool {
+func strictlySorted[E ~string](s []E) bool {
 	for i := 1; i < len(s); i++ {
 		if s[i-1] >= s[i] {
 			return false
@@ -325,7 +323,7 @@ func strictlySorted(s []string) bool {
 	return true
 }
 
-func dedup(s []string) []string {
+func dedup[E ~string](s []E) []E {
 	out := s[:0]
 	for i, v := range s {
 		if i == 0 || v != s[i-1] {
@@ -419,10 +417,9 @@ func (c *NftChange) addElements(tx *knftables.Transaction, e Elements, del bool)
 	for _, name := range sortedKeys(e) {
 		s, _ := c.Ruleset.set(name)
 		for _, el := range e[name] {
-			elem := &knftables.Element{Key: quoteKey(s.Type, el)}
+			elem := &knftables.Element{Key: quoteKey(s.Type, el.Key())}
 			if s.Map != "" {
-				k, v, _ := strings.Cut(el, " : ")
-				elem.Map, elem.Key, elem.Value = name, quoteKey(s.Type, k), strings.Split(v, " . ")
+				elem.Map, elem.Value = name, el.Value()
 			} else {
 				elem.Set = name
 			}
@@ -435,10 +432,10 @@ func (c *NftChange) addElements(tx *knftables.Transaction, e Elements, del bool)
 	}
 }
 
-// quoteKey turns a normalised element into nft syntax: ifname parts quoted.
-func quoteKey(typ, el string) []string {
-	types := strings.Split(typ, " . ")
-	parts := strings.Split(el, " . ")
+// quoteKey turns the fields of an element's key into nft syntax: ifname
+// fields quoted.
+func quoteKey(typ string, parts []string) []string {
+	types := strings.Split(typ, fieldSep)
 	for i := range parts {
 		if i < len(types) && types[i] == "ifname" {
 			parts[i] = `"` + parts[i] + `"`

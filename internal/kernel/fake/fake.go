@@ -122,7 +122,11 @@ func (k *Kernel) Dump() string {
 			fmt.Fprintf(&b, "  chain %s: %s\n", c, strings.Join(t.state.Chains[c], ", "))
 		}
 		for _, s := range slices.Sorted(maps.Keys(t.state.Sets)) {
-			els := slices.Sorted(slices.Values(t.state.Sets[s]))
+			var els []string
+			for _, e := range t.state.Sets[s] {
+				els = append(els, string(e))
+			}
+			slices.Sort(els)
 			fmt.Fprintf(&b, "  set %s: %s\n", s, strings.Join(els, ", "))
 		}
 	}

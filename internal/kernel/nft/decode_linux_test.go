@@ -3,6 +3,8 @@ package nft
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
 // TestDecodeConcat decodes elements as the kernel stores them, both
@@ -32,7 +34,8 @@ func TestDecodeConcat(t *testing.T) {
 		{"ipv6_addr", v6("2001:db8::"), v6("2001:db8:0:ff:ffff:ffff:ffff:ffff"), true, "2001:db8::/56"},
 		{"ipv4_addr", v4("203.0.113.0"), v4("203.0.113.255"), true, "203.0.113.0/24"},
 	} {
-		got, err := decodeConcat(tt.typ, tt.key, tt.end, tt.interval)
+		fields, err := decodeConcat(tt.typ, tt.key, tt.end, tt.interval)
+		got := string(plan.NewElement(fields...))
 		if err != nil || got != tt.want {
 			t.Errorf("decodeConcat(%s) = %q, %v; want %q", tt.typ, got, err, tt.want)
 		}

@@ -207,12 +207,12 @@ func unionKeys(a, b plan.Elements) map[string]bool {
 
 // edited returns a new slice: have without del, then add. When have is
 // sorted and add is sorted (the planner's order), so is the result.
-func edited(have, add, del []string) []string {
-	gone := make(map[string]bool, len(del))
+func edited[E ~string](have, add, del []E) []E {
+	gone := make(map[E]bool, len(del))
 	for _, e := range del {
 		gone[e] = true
 	}
-	out := make([]string, 0, len(have)+len(add))
+	out := make([]E, 0, len(have)+len(add))
 	for _, e := range have {
 		if !gone[e] {
 			out = append(out, e)

@@ -89,14 +89,14 @@ func ObserveFamily(nsFD int, fam knftables.Family) (plan.TableState, error) {
 		if !ok || def.Dynamic {
 			// Not one of ours (the table is then rebuilt), or filled by
 			// the kernel: the name is enough.
-			st.Sets[s.Name] = []string{}
+			st.Sets[s.Name] = []plan.Element{}
 			continue
 		}
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return st, fmt.Errorf("listing elements of set %s: %w", s.Name, err)
 		}
-		out := make([]string, 0, len(elems))
+		out := make([]plan.Element, 0, len(elems))
 		for _, e := range elems {
 			if e.IntervalEnd {
 				continue
@@ -132,38 +132,38 @@ func ruleComment(ud []byte) string {
 }
 
 // decodeElement writes an element in the planner's normalised form.
-func decodeElement(def plan.Set, e nftables.SetElement) (string, error) {
+func decodeElement(def plan.Set, e nftables.SetElement) (plan.Element, error) {
 	key, err := decodeConcat(def.Type, e.Key, e.KeyEnd, def.Interval)
 	if err != nil {
 		return "", err
 	}
 	if def.Map == "" {
-		return key, nil
+		return plan.NewElement(key...), nil
 	}
 	val, err := decodeConcat(def.Map, e.Val, nil, false)
 	if err != nil {
 		return "", err
 	}
-	return key + " : " + val, nil
+	return plan.NewMapElement(key, val...), nil
 }
 
 // decodeConcat decodes the fields of typ from b; for intervals, end holds
 // the inclusive end of each field, and an address range is written as the
 // prefix it spans.
-func decodeConcat(typ string, b, end []byte, interval bool) (string, error) {
+func decodeConcat(typ string, b, end []byte, interval bool) ([]string, error) {
 	types := strings.Split(typ, " . ")
 	var parts []string
 	off := 0
 	for _, t := range types {
 		n, ok := fieldLen[t]
 		if !ok {
-			return "", fmt.Errorf("unknown datatype %q", t)
+			return nil, fmt.Errorf("unknown datatype %q", t)
 		}
 		if len(types) == 1 && t != "ifname" {
 			n = len(b) // a lone field is not padded
 		}
 		if off+n > len(b) {
-			return "", fmt.Errorf("element of %d bytes is too short for %s", len(b), typ)
+			return nil, fmt.Errorf("element of %d bytes is too short for %s", len(b), typ)
 		}
 		start := b[off : off+n]
 		var stop []byte
@@ -172,12 +172,12 @@ func decodeConcat(typ string, b, end []byte, interval bool) (string, error) {
 		}
 		s, err := decodeField(t, start, stop)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		parts = append(parts, s)
 		off += n
 	}
-	return strings.Join(parts, " . "), nil
+	return parts, nil
 }
 
 func decodeField(t string, b, end []byte) (string, error) {

@@ -154,7 +154,7 @@ func ParseTable(data []byte) (plan.TableState, error) {
 				if err := json.Unmarshal(raw, &s); err != nil {
 					return st, fmt.Errorf("parsing nft set: %w", err)
 				}
-				elems := []string{}
+				elems := []plan.Element{}
 				for _, e := range s.Elem {
 					v, err := elemString(e)
 					if err != nil {
@@ -170,47 +170,59 @@ func ParseTable(data []byte) (plan.TableState, error) {
 }
 
 // elemString normalises one JSON element to the planner's form: strings
-// bare, prefixes a.b.c.d/n, ranges a-b, concatenations joined by " . ".
-func elemString(raw json.RawMessage) (string, error) {
+// bare, prefixes a.b.c.d/n, ranges a-b, concatenations as their fields.
+func elemString(raw json.RawMessage) (plan.Element, error) {
 	var v any
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return "", err
 	}
-	return valueString(v)
-}
-
-func valueString(v any) (string, error) {
-	switch t := v.(type) {
-	case []any:
+	if t, ok := v.([]any); ok {
 		// A map element: [key, value].
 		if len(t) != 2 {
 			return "", fmt.Errorf("unexpected map element %v", t)
 		}
-		k, err := valueString(t[0])
+		k, err := valueFields(t[0])
 		if err != nil {
 			return "", err
 		}
-		val, err := valueString(t[1])
+		val, err := valueFields(t[1])
 		if err != nil {
 			return "", err
 		}
-		return k + " : " + val, nil
-	case string:
-		return t, nil
-	case float64:
-		return strconv.FormatFloat(t, 'f', -1, 64), nil
-	case map[string]any:
+		return plan.NewMapElement(k, val...), nil
+	}
+	f, err := valueFields(v)
+	return plan.NewElement(f...), err
+}
+
+// valueFields reads a key or a value: the fields of a concatenation, or
+// one field.
+func valueFields(v any) ([]string, error) {
+	if t, ok := v.(map[string]any); ok {
 		if c, ok := t["concat"].([]any); ok {
 			parts := make([]string, len(c))
 			for i, p := range c {
 				s, err := valueString(p)
 				if err != nil {
-					return "", err
+					return nil, err
 				}
 				parts[i] = s
 			}
-			return strings.Join(parts, " . "), nil
+			return parts, nil
 		}
+	}
+	s, err := valueString(v)
+	return []string{s}, err
+}
+
+// valueString reads one field.
+func valueString(v any) (string, error) {
+	switch t := v.(type) {
+	case string:
+		return t, nil
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64), nil
+	case map[string]any:
 		if p, ok := t["prefix"].(map[string]any); ok {
 			addr, _ := p["addr"].(string)
 			l, _ := p["len"].(float64)
