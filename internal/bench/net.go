@@ -661,7 +661,11 @@ func (b *netBench) iperf(ctx context.Context, pr *pathRun, extra ...string) (Ipe
 		"--port", strconv.Itoa(iperfPort), "--time", strconv.Itoa(secs), "--json", "--connect-timeout", "3000"}, extra...)
 	var res IperfResult
 	var share float64
-	err := lab.Poll(ctx, "iperf3 server on "+pr.name, 10*time.Second, 100*time.Millisecond, func() error {
+	// An iperf3 server runs one test at a time and answers "busy" until
+	// the previous client's test has ended on its side: on a loaded
+	// machine that took more than 10 s once (every figure of a path
+	// missing from a short bench), so it is waited for longer.
+	err := lab.Poll(ctx, "iperf3 server on "+pr.name, 30*time.Second, 100*time.Millisecond, func() error {
 		runCtx, cancel := context.WithTimeout(ctx, b.o.Duration+30*time.Second)
 		defer cancel()
 		before, cerr := ReadCPU()
