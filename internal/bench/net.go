@@ -662,9 +662,10 @@ func (b *netBench) iperf(ctx context.Context, pr *pathRun, extra ...string) (Ipe
 	var res IperfResult
 	var share float64
 	// An iperf3 server runs one test at a time and answers "busy" until
-	// the previous client's test has ended on its side: on a loaded
-	// machine that took more than 10 s once (every figure of a path
-	// missing from a short bench), so it is waited for longer.
+	// the previous client's test has ended on its side; on a loaded
+	// machine that can take a while, so a busy server is waited for up
+	// to 30 s (it was 10 s; why one path lost all its figures once in a
+	// short bench on a loaded machine is not known).
 	err := lab.Poll(ctx, "iperf3 server on "+pr.name, 30*time.Second, 100*time.Millisecond, func() error {
 		runCtx, cancel := context.WithTimeout(ctx, b.o.Duration+30*time.Second)
 		defer cancel()
