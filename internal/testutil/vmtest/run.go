@@ -31,6 +31,11 @@ type Options struct {
 	// Wrap runs qemu through another command, e.g. {"ip", "netns",
 	// "exec", NS} to attach to a tap in namespace NS.
 	Wrap []string
+	// Files are written to /run/vmtest in the guest (a script, a
+	// udhcpc hook), keyed by name. The host's /tmp is not what the guest
+	// sees there (it has its own tmpfs), so files a test makes in
+	// t.TempDir() must come this way.
+	Files map[string][]byte
 	// Output receives the console: the command's output, and the
 	// kernel's messages if it has any to say. Default: os.Stdout.
 	Output io.Writer
@@ -52,13 +57,17 @@ func Run(ctx context.Context, k *Kernel, opt Options, argv ...string) (int, erro
 		return -1, fmt.Errorf("running in the guest: %w", err)
 	}
 	defer os.RemoveAll(runDir)
-	// qemu writes the status file as root (security_model=none), but the
-	// guest's root must be able to create it.
-	if err := os.Chmod(runDir, 0o777); err != nil {
-		return -1, fmt.Errorf("running in the guest: %w", err)
+	files := map[string][]byte{"cmd.sh": []byte(script(k, opt, argv))}
+	for name, b := range opt.Files {
+		if name != filepath.Base(name) || name == "cmd.sh" || name == "status" {
+			return -1, fmt.Errorf("running in the guest: file name %q: want a plain name other than cmd.sh and status", name)
+		}
+		files[name] = b
 	}
-	if err := os.WriteFile(filepath.Join(runDir, "cmd.sh"), []byte(script(k, opt, argv)), 0o644); err != nil {
-		return -1, fmt.Errorf("running in the guest: %w", err)
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(runDir, name), b, 0o755); err != nil {
+			return -1, fmt.Errorf("running in the guest: %w", err)
+		}
 	}
 
 	qemu := qemuArgs(k, opt, runDir)
