@@ -37,6 +37,7 @@ test: deps build vet
 	./scripts/fuzz.sh 10s
 	$(GO) test -count=1 -p 1 -tags e2e -timeout 20m ./test/e2e/...
 	./scripts/test-deb.sh
+	./scripts/test-kernel.sh
 
 # The kernel test tier and the kernelfeatures tests in Debian's stock kernel
 # under qemu (scripts/test-kernel.sh); RUN=regexp selects tests.

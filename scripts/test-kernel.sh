@@ -17,6 +17,9 @@ run=${1:-}
 out=bin/vmtest
 rm -rf "$out"
 mkdir -p "$out"
+# The test binaries are large (about 100 MB together); the kernel stays
+# cached.
+trap 'rm -rf "$out"' EXIT
 
 pkgs=$( {
 	grep -rlE --include='*_test.go' 'nstest\.|os\.Geteuid\(\)' internal
@@ -42,4 +45,4 @@ script="$out/guest.sh"
 } >"$script"
 
 echo "test-kernel: running in the Debian kernel: $(echo $pkgs)"
-exec "$out/vmrun" -timeout 25m -- sh "$root/$script"
+"$out/vmrun" -timeout 25m -- sh "$root/$script"
