@@ -87,14 +87,14 @@ func Prepare(ctx context.Context, log io.Writer) (*Kernel, error) {
 		// any kernel already unpacked will do.
 		if k, cerr := newestCached(root); cerr == nil {
 			fmt.Fprintf(log, "vmtest: %v; using the cached %s\n", err, k.Package)
-			return k, k.ensureInitramfs()
+			return ready(k)
 		}
 		return nil, err
 	}
 	key := pkg + "_" + version
 	dir := filepath.Join(root, key)
 	if k, err := load(dir); err == nil {
-		return k, k.ensureInitramfs()
+		return ready(k)
 	}
 	fmt.Fprintf(log, "vmtest: unpacking %s %s into %s (once)\n", pkg, version, root)
 	// Build in a private directory and rename it into place, so an
@@ -110,7 +110,7 @@ func Prepare(ctx context.Context, log io.Writer) (*Kernel, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		// Another run finished the same entry first: use it.
 		if k, lerr := load(dir); lerr == nil {
-			return k, k.ensureInitramfs()
+			return ready(k)
 		}
 		return nil, fmt.Errorf("preparing the kernel: %w", err)
 	}
@@ -118,7 +118,15 @@ func Prepare(ctx context.Context, log io.Writer) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return k, k.ensureInitramfs()
+	return ready(k)
+}
+
+// ready finishes a kernel from the cache with its initramfs.
+func ready(k *Kernel) (*Kernel, error) {
+	if err := k.ensureInitramfs(); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // resolve asks apt which kernel package linux-image-amd64 depends on now.
