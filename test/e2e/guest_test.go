@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -55,6 +57,17 @@ bound|renew)
 esac
 `
 
+// httpPeer answers an HTTP request with the client's address as socat
+// reports it. It reads the request up to its blank line first: closing with
+// unread data would reset the connection, and the client could lose the
+// answer.
+const httpPeer = `cr=$(printf '\r')
+while read -r line; do
+	case "$line" in "$cr"|"") break ;; esac
+done
+printf 'HTTP/1.0 200 OK\r\n\r\n%s\n' "$SOCAT_PEERADDR"
+`
+
 // TestRealGuests boots Debian's kernel under qemu (TCG) for each guest,
 // with a virtio-net NIC on its kvmnet tap: the NAT guest leases from
 // kvmnet's DHCP server and reaches the internet host masqueraded as the
@@ -74,9 +87,11 @@ func TestRealGuests(t *testing.T) {
 	w.mustKvmnet("apply", "-f", w.file)
 	w.startDaemon()
 	// The internet host answers with the address it sees.
-	// (socat would turn \r\n into line breaks of the command; busybox's
-	// wget accepts bare newlines.)
-	w.serve("inet", "socat", "TCP-LISTEN:8000,reuseaddr,fork", "SYSTEM:echo HTTP/1.0 200 OK; echo; echo $SOCAT_PEERADDR")
+	httpScript := filepath.Join(t.TempDir(), "http.sh")
+	if err := os.WriteFile(httpScript, []byte(httpPeer), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w.serve("inet", "socat", "TCP-LISTEN:8000,reuseaddr,fork", "EXEC:sh "+httpScript)
 	w.waitFor("the internet host's web server", 10*time.Second, func() bool {
 		out, _ := w.exec("inet", "ss", "-Hltn", "sport = :8000")
 		return strings.Contains(out, "LISTEN")
