@@ -32,7 +32,7 @@ vet:
 
 # Unit and real-kernel tests (the latter skip without root), then e2e in
 # the lab. -p 1 for root tests: they create namespaces and processes.
-test: deps build vet
+test: deps build vet lint
 	$(GO) test -count=1 ./...
 	./scripts/fuzz.sh 10s
 	$(GO) test -count=1 -p 1 -tags e2e -timeout 20m ./test/e2e/...
@@ -51,7 +51,8 @@ fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
 # golangci-lint with .golangci.yml (forbidigo: netlink only in
-# internal/kernel); built from the Go module proxy on first use.
+# internal/kernel); built from the Go module proxy on first use (about two
+# minutes of compiling on 2 cores), then a few seconds a run.
 GOLANGCI_LINT_VERSION := v2.15.0
 lint:
 	command -v golangci-lint >/dev/null || $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

@@ -29,37 +29,58 @@ trap cleanup EXIT
 "$K" lab up --prefix "$P" >/dev/null
 printf 'networks:\n  - {name: lan, mode: bridged, uplink: eth0}\n' >"$WORK/bridged.yaml"
 
-# gaps FILE: the longest gap between answered pings (ms) and the number of
-# unanswered ones among those sent before the last answer (a ping still in
-# flight when ping stops is not lost), from `ping -D` output.
+# gaps FILE DONE: the longest gap between answered pings (ms) and the
+# number of unanswered ones among those sent before the last answer (a
+# ping still in flight when ping stops is not lost), from `ping -D`
+# output; "cut-off" instead when no ping sent after DONE (the end of the
+# change, in seconds since the epoch) was answered: a host cut off for
+# good loses only pings after its last answer, which the gap and the count
+# above never see.
 gaps() {
-	awk '/bytes from/ {
+	awk -v done="$2" '/bytes from/ {
 		t = substr($1, 2, length($1) - 2) + 0
 		if (last) { g = (t - last) * 1000; if (g > max) max = g }
 		last = t; n++
 		for (i = 1; i <= NF; i++) if ($i ~ /^icmp_seq=/) { s = substr($i, 10) + 0; if (!first) first = s; if (s > top) top = s }
 	}
-	END { printf "%.1f %d\n", max, top - first + 1 - n }' "$1"
+	END {
+		if (n == 0 || last <= done) { print "cut-off cut-off"; exit }
+		printf "%.1f %d\n", max, top - first + 1 - n
+	}' "$1"
 }
+failed=""
 
 printf '%-5s %-8s %16s %10s\n' round change "longest gap(ms)" unanswered
 for ((r = 1; r <= ROUNDS; r++)); do
 	for change in apply destroy; do
 		"$K" lab exec --prefix "$P" lan -- ping -i 0.002 -D -W 1 172.30.0.2 >"$WORK/ping" 2>&1 &
 		PING=$!
-		# Let the pings settle, change, let them run on.
-		until grep -q "bytes from" "$WORK/ping"; do sleep 0.01; done
+		# Let the pings settle, change, let them run on. A host that does
+		# not answer before the change (cut off by the one before) fails
+		# the run rather than hanging it.
+		give_up=$(( $(date +%s) + 10 ))
+		until grep -q "bytes from" "$WORK/ping"; do
+			if (( $(date +%s) >= give_up )); then
+				kill -INT "$PING"; wait "$PING" || true
+				printf '%-5s %-8s %16s %10s\n' "$r" "$change" unreachable -
+				failed="$failed round $r $change: the host did not answer before the change;"
+				continue 2
+			fi
+			sleep 0.01
+		done
 		sleep 0.3
 		if [ "$change" = apply ]; then
 			"${KH[@]}" apply -f "$WORK/bridged.yaml" >/dev/null
 		else
 			"${KH[@]}" destroy >/dev/null
 		fi
+		done_at=$(date +%s.%N)
 		sleep 0.3
 		kill -INT "$PING"
 		wait "$PING" || true
-		read -r gap lost < <(gaps "$WORK/ping")
+		read -r gap lost < <(gaps "$WORK/ping" "$done_at")
 		printf '%-5s %-8s %16s %10s\n' "$r" "$change" "$gap" "$lost"
+		[ "$gap" != cut-off ] || failed="$failed round $r $change: no answer after the change;"
 	done
 done
 
@@ -68,7 +89,16 @@ printf '%-5s %28s\n' round "deadline to eth0 back (ms)"
 for ((r = 1; r <= ROUNDS; r++)); do
 	out=$("${KH[@]}" apply -f "$WORK/bridged.yaml" --confirm 2s)
 	deadline=$("${KH[@]}" get pending -o json | python3 -c 'import json,sys,datetime; print(datetime.datetime.fromisoformat(json.load(sys.stdin)["deadline"].replace("Z","+00:00")).timestamp())')
-	until "$K" lab exec --prefix "$P" host -- ip -br addr show eth0 | grep -q 172.30.0.2/; do sleep 0.005; done
+	# A rollback that never comes must not hang the bench, nor pass.
+	give_up=$(( $(date +%s) + 30 ))
+	until "$K" lab exec --prefix "$P" host -- ip -br addr show eth0 | grep -q 172.30.0.2/; do
+		(( $(date +%s) < give_up )) || { failed="$failed round $r: eth0 not back 30 s after the deadline;"; continue 2; }
+		sleep 0.005
+	done
 	now=$(date +%s.%N)
 	python3 -c "print('%-5s %28.0f' % ($r, ($now - $deadline) * 1000))"
 done
+if [ -n "$failed" ]; then
+	echo "bridged.sh: FAILED:$failed" >&2
+	exit 1
+fi

@@ -4,15 +4,19 @@
 #
 #  1. the package: control fields, owners and modes, md5sums, conffiles;
 #  2. its files, unpacked with dpkg-deb -x: the binary runs, every command
-#     has a man page, the completions parse, the example host file plans;
+#     has a man page, the bash, zsh and fish completions parse (with the
+#     shells themselves), the example host file plans;
 #  3. install, remove and purge with dpkg on a throwaway copy of this
 #     machine (an overlay over / in a private mount namespace, discarded at
-#     the end), with `systemd-analyze verify` of the installed unit;
+#     the end), with `systemd-analyze verify` of the installed unit; zsh
+#     and fish, when this machine lacks them, are installed there (apt-get)
+#     to parse their completions;
 #  4. the daemon as the unit starts it (ExecStart), inside a network
 #     namespace made for the test: it answers on its socket, applies the
 #     example through it, and stops cleanly on SIGTERM.
 #
-# Steps 2 (plan), 3 and 4 need root; without it they are skipped. Every
+# Steps 2 (plan, and zsh and fish when this machine lacks them), 3 and 4
+# need root; without it they are skipped, and the run says so. Every
 # namespace and mount it makes is gone when it exits.
 set -eu
 
@@ -113,12 +117,27 @@ bash -n "$x/usr/share/bash-completion/completions/kvmnet" || fail "bash completi
 grep -q '__start_kvmnet' "$x/usr/share/bash-completion/completions/kvmnet" || fail "bash completion defines no __start_kvmnet"
 grep -q '^#compdef kvmnet' "$x/usr/share/zsh/vendor-completions/_kvmnet" || fail "zsh completion has no #compdef"
 grep -q 'complete -c kvmnet' "$x/usr/share/fish/vendor_completions.d/kvmnet.fish" || fail "fish completion completes nothing"
-! command -v zsh >/dev/null 2>&1 || zsh -n "$x/usr/share/zsh/vendor-completions/_kvmnet" || fail "zsh completion does not parse"
-! command -v fish >/dev/null 2>&1 || fish -n "$x/usr/share/fish/vendor_completions.d/kvmnet.fish" || fail "fish completion does not parse"
-ok "completions"
+# zsh and fish parse their completions here when this machine has them;
+# otherwise step 3 installs them in its throwaway root and parses there,
+# so the check never silently skips (and needs root, as step 3 does).
+shells_missing=
+for sh in zsh fish; do
+	command -v $sh >/dev/null 2>&1 || shells_missing="$shells_missing $sh"
+done
+if command -v zsh >/dev/null 2>&1; then
+	zsh -n "$x/usr/share/zsh/vendor-completions/_kvmnet" || fail "zsh completion does not parse"
+fi
+if command -v fish >/dev/null 2>&1; then
+	fish -n "$x/usr/share/fish/vendor_completions.d/kvmnet.fish" || fail "fish completion does not parse"
+fi
+if [ -z "$shells_missing" ]; then
+	ok "completions: bash, zsh and fish parse them"
+else
+	ok "completions: the bash one parses;$shells_missing not installed here: step 3 parses theirs"
+fi
 
 if [ "$root" = no ]; then
-	echo "test-deb: not root: skipping the example plan, the install and the daemon start"
+	echo "test-deb: not root: skipping the example plan, the install, the daemon start${shells_missing:+ and parsing the completions of$shells_missing}"
 	exit 0
 fi
 
@@ -141,11 +160,28 @@ ok "the example host file plans ($(wc -l <"$work/plan") lines)"
 # 3. Install, remove, purge on a throwaway overlay of this machine. The
 # dependencies (nftables, iproute2) are this machine's own.
 cp "$deb" "$work/kvmnet.deb"
+cp "$x/usr/share/zsh/vendor-completions/_kvmnet" "$x/usr/share/fish/vendor_completions.d/kvmnet.fish" "$work/"
+echo "$shells_missing" >"$work/shells-missing"
 cat >"$work/in-chroot.sh" <<'EOF'
 set -eu
 fail() { echo "test-deb: FAIL (in the throwaway root): $*" >&2; exit 1; }
 ok() { echo "test-deb: ok: $*"; }
 wants=/etc/systemd/system/multi-user.target.wants/kvmnet.service
+
+# The shells this machine lacks, installed here only: the overlay goes
+# away with everything apt-get writes.
+missing=$(cat /root/shells-missing)
+if [ -n "$missing" ]; then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/root/apt.log 2>&1 ||
+		{ cat /root/apt.log; fail "installing$missing to parse the completions (apt-get install)"; }
+	for sh in $missing; do
+		case $sh in
+		zsh) zsh -n /root/_kvmnet || fail "zsh completion does not parse" ;;
+		fish) fish -n /root/kvmnet.fish || fail "fish completion does not parse" ;;
+		esac
+	done
+	ok "completions:$missing installed in the throwaway root parse them"
+fi
 
 dpkg -i /root/kvmnet.deb >/root/dpkg.log 2>&1 || { cat /root/dpkg.log; fail "dpkg -i"; }
 [ "$(dpkg-query -W -f '${Status}' kvmnet)" = "install ok installed" ] || fail "not installed"
@@ -188,7 +224,7 @@ unshare --mount --propagation private sh -eu -c '
 	mount --rbind /dev "$o/root/dev"
 	mount -t tmpfs tmpfs "$o/root/run"
 	mount -t tmpfs tmpfs "$o/root/tmp"
-	cp "$work/kvmnet.deb" "$work/in-chroot.sh" "$o/root/root/"
+	cp "$work/kvmnet.deb" "$work/in-chroot.sh" "$work/shells-missing" "$work/_kvmnet" "$work/kvmnet.fish" "$o/root/root/"
 	chroot "$o/root" sh /root/in-chroot.sh
 ' sh "$work"
 

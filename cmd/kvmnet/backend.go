@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/kvmnet/kvmnet/internal/api"
+	datapath "github.com/kvmnet/kvmnet/internal/backend"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -36,9 +37,9 @@ func (remote) Close() {}
 
 // local runs the engine in this process.
 type local struct {
-	eng  *engine.Engine
-	host *kernel.Host
-	g    *globals
+	eng         *engine.Engine
+	closeKernel func()
+	g           *globals
 }
 
 func (l *local) Plan(ctx context.Context, file string, doc []byte) (*api.PlanResult, error) {
@@ -90,7 +91,7 @@ func (l *local) Events(_ context.Context, since uint64) ([]store.Event, error) {
 
 func (l *local) Close() {
 	l.eng.Store.Close()
-	l.host.Close()
+	l.closeKernel()
 }
 
 // dbPath is the state database of the namespace.
@@ -116,11 +117,50 @@ func (g *globals) openBackend(ctx context.Context) (backend, error) {
 			return nil, err
 		}
 	}
-	eng, host, err := g.openEngine()
+	eng, closeKernel, err := g.openLocalEngine()
 	if err != nil {
 		return nil, err
 	}
-	return &local{eng: eng, host: host, g: g}, nil
+	return &local{eng: eng, closeKernel: closeKernel, g: g}, nil
+}
+
+// deps are what the commands work on: the kernel and the backends besides
+// it. main uses realDeps; tests give a kernel in memory.
+type deps struct {
+	// openKernel opens this namespace's Linux datapath for a command that
+	// works without a daemon.
+	openKernel func() (engine.Kernel, func(), error)
+	// backends are the backends besides linux, by name.
+	backends map[string]datapath.Backend
+}
+
+// realDeps open the kernel of the namespace the process is in; this
+// kvmnet has no backend besides linux yet.
+func realDeps() deps {
+	return deps{openKernel: func() (engine.Kernel, func(), error) {
+		if os.Geteuid() != 0 {
+			return nil, nil, errors.New("kvmnet changes the kernel's network configuration and needs root (run it with sudo)")
+		}
+		host, err := kernel.Open()
+		if err != nil {
+			return nil, nil, err
+		}
+		return host, host.Close, nil
+	}}
+}
+
+// openLocalEngine opens the store and the kernel of deps.
+func (g *globals) openLocalEngine() (*engine.Engine, func(), error) {
+	k, closeKernel, err := g.deps.openKernel()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := store.Open(g.dbPath())
+	if err != nil {
+		closeKernel()
+		return nil, nil, err
+	}
+	return &engine.Engine{Store: st, Kernel: k, Log: g.log, Journal: filepath.Join(g.StateDir(), "journal"), Backends: g.deps.backends}, closeKernel, nil
 }
 
 // openEngine opens the store and the kernel of this namespace.
@@ -137,5 +177,5 @@ func (g *globals) openEngine() (*engine.Engine, *kernel.Host, error) {
 		st.Close()
 		return nil, nil, fmt.Errorf("%w", err)
 	}
-	return &engine.Engine{Store: st, Kernel: host, Log: g.log, Journal: filepath.Join(g.StateDir(), "journal")}, host, nil
+	return &engine.Engine{Store: st, Kernel: host, Log: g.log, Journal: filepath.Join(g.StateDir(), "journal"), Backends: g.deps.backends}, host, nil
 }

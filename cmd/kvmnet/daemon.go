@@ -47,7 +47,7 @@ leaves the kernel as it is.`,
 			go host.PrepareNft()
 			return daemon.Run(ctx, daemon.Options{
 				Engine: eng, Socket: g.Socket(), Resync: resync, Upstreams: upstreams, Log: g.log,
-				MetricsAddr: metricsAddr, SocketGroup: socketGroup, WatchRuleset: host.WatchRuleset,
+				MetricsAddr: metricsAddr, SocketGroup: socketGroup, Events: host,
 				APIAddr: apiAddr, TLSCert: tlsCert, TLSKey: tlsKey, TLSClientCA: tlsCA,
 				RuleDrops: func(ctx context.Context) (map[string]uint64, error) {
 					out, err := host.NFT.ListJSON(ctx)

@@ -18,6 +18,7 @@ type globals struct {
 	logLevel  string
 	logFormat string
 	log       *slog.Logger
+	deps      deps
 }
 
 // StateDir is where the state database lives for this namespace.
@@ -42,8 +43,11 @@ func (g *globals) Socket() string {
 	return "/run/kvmnet/kvmnet.sock"
 }
 
-func newRootCmd() *cobra.Command {
-	g := &globals{}
+func newRootCmd() *cobra.Command { return newRootCmdWith(realDeps()) }
+
+// newRootCmdWith builds the commands on d.
+func newRootCmdWith(d deps) *cobra.Command {
+	g := &globals{deps: d}
 	root := &cobra.Command{
 		Use:           "kvmnet",
 		Short:         "Networking for KVM hosts: bridged and NAT networks from one file",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -229,15 +230,23 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
 	switch what {
 	case "networks", "network", "net":
-		row("NAME", "MODE", "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER")
+		// The backend column shows only on hosts with more than one.
+		mixed := slices.ContainsFunc(st.Networks, func(n engine.NetworkStatus) bool { return n.Backend != model.BackendLinux })
+		backend := func(b string) []string {
+			if !mixed {
+				return nil
+			}
+			return []string{b}
+		}
+		row(append(append([]string{"NAME", "MODE"}, backend("BACKEND")...), "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER")...)
 		var notes []string
 		for _, n := range st.Networks {
 			nf := n.BridgeNF
 			if nf == "" {
 				nf = "n/a"
 			}
-			row(n.Name, n.Mode, n.Bridge, dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
-				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf)
+			row(append(append([]string{n.Name, n.Mode}, backend(n.Backend)...), dash(n.Bridge), dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
+				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf)...)
 			for _, note := range n.Notes {
 				notes = append(notes, fmt.Sprintf("%s: %s", n.Name, note))
 			}

@@ -119,11 +119,19 @@ func (e *Error) Unwrap() error { return e.Err }
 // Apply runs p's actions in order. On failure it undoes the steps already
 // done, in reverse, and returns an *Error.
 func Apply(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.Logger) error {
+	_, err := Run(ctx, k, p, hooks, log)
+	return err
+}
+
+// Run is Apply, returning on success what undoes the whole plan: an
+// apply of several backends that fails after this one has to take this
+// one back too.
+func Run(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.Logger) (revert func() error, err error) {
 	var undo []func() error
 	for i := 0; i < len(p.Actions); i++ {
 		a := p.Actions[i]
 		if err := ctx.Err(); err != nil {
-			return rollback(a, err, undo, log)
+			return nil, rollback(a, err, undo, log)
 		}
 		if a.Op == plan.OpDelLink {
 			// Deletions come last and do not depend on each other: run a
@@ -153,21 +161,27 @@ func Apply(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.L
 				}
 			}
 			if failed != nil {
-				return rollback(*failed, cause, undo, log)
+				return nil, rollback(*failed, cause, undo, log)
 			}
 			i = j - 1
 			continue
 		}
 		u, err := do(ctx, k, a, hooks)
 		if err != nil {
-			return rollback(a, err, undo, log)
+			return nil, rollback(a, err, undo, log)
 		}
 		if u != nil {
 			undo = append(undo, u)
 		}
 		log.Debug("applied", "action", a.Op, "link", a.Link)
 	}
-	return nil
+	return func() error {
+		var errs []error
+		for i := len(undo) - 1; i >= 0; i-- {
+			errs = append(errs, undo[i]())
+		}
+		return errors.Join(errs...)
+	}, nil
 }
 
 func rollback(a plan.Action, cause error, undo []func() error, log *slog.Logger) error {

@@ -46,6 +46,9 @@ const (
 	routedGateway = "10.201.0.1"
 	routedGuest   = "10.201.0.2"
 	routedHostLAN = "172.30.0.3" // the routing namespace's address on the lab's LAN
+	// linuxbr: a guest on the LAN through a plain bridge, with an
+	// address outside the LAN's DHCP pool.
+	linuxbrGuest = "172.30.0.4"
 	// nat: the kvmnet network's subnet, and the guest's reserved address.
 	natSubnet = "10.200.0.0/24"
 	natGuest  = "10.200.0.10"
@@ -64,15 +67,18 @@ const (
 	nsRawB      = "rb" // raw server
 	nsRoutedH   = "rh" // routing host
 	nsRoutedG   = "rg" // routed guest
+	nsLinuxBrH  = "bh" // plain bridging host
+	nsLinuxBrG  = "bg" // its guest
 	rawVethName = "eth0"
 )
 
 // AllPaths are the paths the network bench knows, in bench order.
-var AllPaths = []string{PathRaw, PathBridged, PathRouted, PathNAT, PathForward}
+var AllPaths = []string{PathRaw, PathLinuxBr, PathBridged, PathRouted, PathNAT, PathForward}
 
 // pathDescriptions say what each path is; they go into the report.
 var pathDescriptions = map[string]string{
 	PathRaw:     "two namespaces on one veth pair: the physical limit of this machine",
+	PathLinuxBr: "guest on a plain Linux bridge whose port is the host's uplink on the LAN (no nftables; set up by the bench, not kvmnet) to the internet host, routed by the LAN router: bridged without kvmnet",
 	PathBridged: "guest on a kvmnet bridged network (the LAN's bridge) to the internet host, routed by the LAN router",
 	PathRouted:  "guest behind a host namespace that routes its subnet (bridge, plain forwarding, no nftables, no NAT; set up by the bench, not kvmnet) to the internet host",
 	PathNAT:     "guest on a kvmnet NAT network to the internet host, through kvmnet's ruleset and masquerade",
@@ -381,6 +387,8 @@ func (b *netBench) paths(ctx context.Context) ([]*pathRun, error) {
 			pr, err = b.setupRaw(ctx)
 		case PathRouted:
 			pr, err = b.setupRouted(ctx)
+		case PathLinuxBr:
+			pr, err = b.setupLinuxBr(ctx)
 		case PathNAT:
 			pr = &pathRun{name: name, clientNS: b.lab.NS(guestNAT), serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}
 		case PathForward:
@@ -474,6 +482,34 @@ func (b *netBench) setupRouted(ctx context.Context) (*pathRun, error) {
 	return &pathRun{name: PathRouted, clientNS: g, serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}, nil
 }
 
+// setupLinuxBr builds the bridged path without kvmnet: a host namespace
+// whose uplink (a port of the LAN's bridge, as the lab host's is) and
+// guest veth are ports of one plain bridge, and a guest with a static LAN
+// address. Its frames cross the same two bridges and the LAN router as a
+// kvmnet bridged guest's, so the two compare like for like.
+func (b *netBench) setupLinuxBr(ctx context.Context) (*pathRun, error) {
+	h, g, lan := b.ns(nsLinuxBrH), b.ns(nsLinuxBrG), b.lab.NS(lab.NodeLAN)
+	if err := ipCmds(ctx,
+		[]string{"netns", "add", h},
+		[]string{"netns", "add", g},
+		[]string{"-n", h, "link", "set", "lo", "up"},
+		[]string{"-n", g, "link", "set", "lo", "up"},
+		[]string{"link", "add", "bh0", "netns", lan, "type", "veth", "peer", "name", "eth0", "netns", h},
+		[]string{"-n", lan, "link", "set", "bh0", "master", "lan0", "up"},
+		[]string{"-n", h, "link", "add", "br0", "type", "bridge"},
+		[]string{"-n", h, "link", "set", "br0", "up"},
+		[]string{"-n", h, "link", "set", "eth0", "master", "br0", "up"},
+		[]string{"link", "add", "g0", "netns", h, "type", "veth", "peer", "name", "eth0", "netns", g},
+		[]string{"-n", h, "link", "set", "g0", "master", "br0", "up"},
+		[]string{"-n", g, "addr", "add", linuxbrGuest + "/24", "dev", "eth0"},
+		[]string{"-n", g, "link", "set", "eth0", "up"},
+		[]string{"-n", g, "route", "add", "default", "via", lab.RouterLAN},
+	); err != nil {
+		return nil, err
+	}
+	return &pathRun{name: PathLinuxBr, clientNS: g, serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}, nil
+}
+
 // startServers starts an iperf3 server and an echo server in ns, once.
 func (b *netBench) startServers(ctx context.Context, ns string) error {
 	for _, p := range b.procs {
@@ -517,7 +553,7 @@ func (b *netBench) notes() []string {
 	n := []string{
 		"CPU is the sys+softirq share of the whole machine read from /proc/stat, which is not per namespace: it includes the iperf3 client and server, the forwarding in every namespace on the path, and anything else running",
 		"a VM's tap is a veth in the lab (its other end, in a namespace, plays the guest); qemu, virtio and vhost are not on the path",
-		"raw and routed are set up by the bench with ip commands in its own namespaces; kvmnet plays no part in them",
+		"raw, linuxbr and routed are set up by the bench with ip commands in its own namespaces; kvmnet plays no part in them",
 	}
 	if b.want(PathNAT) || b.want(PathForward) || b.want(PathBridged) {
 		n = append(n,

@@ -14,6 +14,7 @@ import (
 // Path names, in the order the bench runs and shows them.
 const (
 	PathRaw     = "raw"
+	PathLinuxBr = "linuxbr"
 	PathBridged = "bridged"
 	PathRouted  = "routed"
 	PathNAT     = "nat"
@@ -159,6 +160,9 @@ func comparisons(paths []string) [][2]string {
 			out = append(out, [2]string{p, PathRaw})
 		}
 	}
+	if has(PathBridged) && has(PathLinuxBr) {
+		out = append(out, [2]string{PathBridged, PathLinuxBr})
+	}
 	for _, of := range []string{PathNAT, PathForward} {
 		for _, to := range []string{PathRouted, PathBridged} {
 			if has(of) && has(to) {
@@ -233,13 +237,33 @@ func (r *NetReport) targets() []Target {
 				out = append(out, Target{What: what, Got: reason})
 				continue
 			}
-			met := q.Value >= min
-			out = append(out, Target{What: what, Got: fmt.Sprintf("%.1f%%", q.Value*100), Met: &met})
+			out = append(out, judge(what, q, min, r.Settings.Rounds))
 		}
 	}
 	goal(PathNAT, PathRouted, 0.95)
-	goal(PathBridged, PathRaw, 0.95)
+	// Bridged is judged against the same topology without kvmnet (a
+	// plain Linux bridge with the uplink as a port), never against raw:
+	// raw is one veth pair, bridged two bridges and a router, and their
+	// ratio says what the topology costs, not what kvmnet costs.
+	goal(PathBridged, PathLinuxBr, 0.95)
 	return out
+}
+
+// judge checks a ratio against its bound only when the rounds support a
+// verdict: with one round there is no spread to judge by, and when the
+// rounds' range (Low–High) holds the bound, the machine's noise, not the
+// path, decides which side the median falls on. Either is reported
+// undecided (Met nil) with the figures, never as met or missed.
+func judge(what string, q Ratio, min float64, rounds int) Target {
+	got := fmt.Sprintf("%.1f%%", q.Value*100)
+	switch {
+	case rounds < 2:
+		return Target{What: what, Got: got + " (undecided: one round, no spread to judge by)"}
+	case q.Low < min && q.High >= min:
+		return Target{What: what, Got: fmt.Sprintf("%s (undecided: the rounds give %.1f-%.1f%%, on both sides of the bound)", got, q.Low*100, q.High*100)}
+	}
+	met := q.Value >= min
+	return Target{What: what, Got: got, Met: &met}
 }
 
 // baselineMin is the share of the baseline's throughput every path must
@@ -264,11 +288,11 @@ func (r *NetReport) CompareBaseline(base *NetReport) {
 			}
 		}
 	}
-	worst, worstWhat := math.Inf(1), ""
+	worst, worstWhat, worstQ := math.Inf(1), "", Ratio{}
 	for _, q := range r.Baseline {
 		if (q.Metric == MetricTCP1 || q.Metric == MetricTCP4) && q.Value < worst {
 			m, _ := Metric(q.Metric)
-			worst, worstWhat = q.Value, q.Of+" "+m.Title
+			worst, worstWhat, worstQ = q.Value, q.Of+" "+m.Title, q.Ratio
 		}
 	}
 	what := fmt.Sprintf("every path >= %.0f%% of its baseline TCP throughput (%d extra ports here, %d in the baseline)", baselineMin*100, r.Settings.Ports, base.Settings.Ports)
@@ -276,8 +300,9 @@ func (r *NetReport) CompareBaseline(base *NetReport) {
 		r.Targets = append(r.Targets, Target{What: what, Got: "no path in common with the baseline"})
 		return
 	}
-	met := worst >= baselineMin
-	r.Targets = append(r.Targets, Target{What: what, Got: fmt.Sprintf("lowest: %s at %.1f%%", worstWhat, worst*100), Met: &met})
+	t := judge(what, worstQ, baselineMin, min(r.Settings.Rounds, base.Settings.Rounds))
+	t.Got = "lowest: " + worstWhat + " at " + t.Got
+	r.Targets = append(r.Targets, t)
 }
 
 // spreadMetrics are the metrics whose spread is checked: the ones the

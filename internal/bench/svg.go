@@ -15,6 +15,7 @@ var chartMetrics = []string{MetricTCP1, MetricTCP4, MetricUDPLoss, MetricLatP50,
 // pathColors tell the paths apart in every panel; unknown paths get grey.
 var pathColors = map[string]string{
 	PathRaw:     "#6b7280",
+	PathLinuxBr: "#7c3aed",
 	PathBridged: "#059669",
 	PathRouted:  "#2563eb",
 	PathNAT:     "#d97706",

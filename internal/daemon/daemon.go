@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/api"
@@ -22,7 +24,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/dns"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
-	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
+	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
 	"github.com/kvmnet/kvmnet/internal/metrics"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -35,10 +37,12 @@ type dhcpServer struct {
 	iface string
 }
 
-// dnsServer is a running DNS server and the address it listens on.
+// dnsServer is a running DNS server, the address it listens on and the
+// bridge its sockets are bound to.
 type dnsServer struct {
 	*dns.Server
 	listen netip.Addr
+	iface  string
 }
 
 // Options configure a daemon.
@@ -62,9 +66,8 @@ type Options struct {
 	// MetricsAddr serves Prometheus metrics on /metrics when set (e.g.
 	// 127.0.0.1:9477); off by default.
 	MetricsAddr string
-	// WatchRuleset, when set, reports deletions in the nftables ruleset
-	// (kernel.Host.WatchRuleset).
-	WatchRuleset func(done <-chan struct{}) (<-chan struct{}, error)
+	// Events are the kernel's event sources in the daemon's namespace.
+	Events Events
 	// RuleDrops and PortSecurityDrops read kvmnet's drop counters for
 	// the metrics (nil: those metrics are left out).
 	RuleDrops         metrics.RuleDropsFunc
@@ -72,27 +75,40 @@ type Options struct {
 	Log               *slog.Logger
 }
 
+// Events are what the daemon hears from the kernel besides the engine's
+// observations; kernel.Host is one, bound to its namespace.
+type Events interface {
+	// WatchLinks reports link and address changes.
+	WatchLinks(done <-chan struct{}) (<-chan link.Event, error)
+	// WatchRuleset reports deletions in the nftables ruleset.
+	WatchRuleset(done <-chan struct{}) (<-chan struct{}, error)
+	// ReadSysctl reads one sysctl.
+	ReadSysctl(key string) (string, error)
+	// Snoop watches the LAN's DHCP replies to the ports want accepts.
+	Snoop(ctx context.Context, want func(port string) bool, out chan<- snoop.Reply) error
+}
+
 // Daemon serves one namespace.
 type Daemon struct {
 	opt Options
 	log *slog.Logger
 
+	// want is the desired state the daemon serves, with the lookups the
+	// event loop, the DHCP servers and the snooper make in it; it is
+	// replaced whole (setConfig), never changed, so reading it takes no
+	// lock.
+	want atomic.Pointer[wanted]
+
+	// mu guards the services: the DHCP and DNS servers, the host's DHCP
+	// clients, the snooper.
 	mu   sync.Mutex
-	cfg  *model.Config
 	dhcp map[string]*dhcpServer // by network
 	dns  map[string]*dnsServer  // by network
 	// hostDHCP are the host's DHCP clients on bridged networks' bridges.
 	hostDHCP map[string]*hostClient // by network
-	// snoopPorts are the protected ports of bridged networks, whose
-	// addresses the LAN's DHCP server hands out; snooping is set once the
-	// snooper runs.
-	snoopPorts map[string]snoopPort
-	snooping   bool
-	taps       map[string]bool // tap names of the desired state
-	// protected are the MACs of interfaces with spoofguard, whose leases
-	// must be bound before their ACK.
-	protected map[string]bool
-	kick      chan struct{}
+	// snooping is set once the snooper runs.
+	snooping bool
+	kick     chan struct{}
 	// bind carries requests of DHCP servers to bind a new lease to its
 	// port before the ACK goes out; the main loop closes the channel it
 	// is sent once done.
@@ -103,6 +119,31 @@ type Daemon struct {
 	ctx context.Context
 	// convergeReq holds the one converge waiting to run.
 	convergeReq chan string
+}
+
+// onLinks adopts the wanted taps among a batch of link events at once,
+// then asks for one converge for all of them.
+func (d *Daemon) onLinks(ctx context.Context, batch []link.Event) {
+	why := ""
+	for _, ev := range batch {
+		switch {
+		case d.wanted().taps[ev.Link]:
+			// The new tap first, then everything else.
+			if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
+				d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
+			} else if done {
+				d.log.Info("adopted tap", "tap", ev.Link)
+			}
+			why = "link " + ev.Link
+		case ev.Addr && why == "":
+			// Our own gateway addresses trigger this too; converging
+			// is then a no-op.
+			why = "address"
+		}
+	}
+	if why != "" {
+		d.requestConverge(why)
+	}
 }
 
 // requestConverge asks for a converge. Requests made while one waits are
@@ -122,10 +163,7 @@ const bindWait = 500 * time.Millisecond
 // waits for it. Only guests of the desired state with spoofguard need it:
 // anyone else's ACK goes out at once.
 func (d *Daemon) bindLease(mac string) {
-	d.mu.Lock()
-	protected := d.protected[mac]
-	d.mu.Unlock()
-	if !protected {
+	if !d.wanted().protected[mac] {
 		return
 	}
 	done := make(chan struct{})
@@ -199,39 +237,60 @@ func Run(ctx context.Context, opt Options) error {
 		d.armConfirm(*pend)
 	}
 
+	stopAPI, err := d.serveAPI(ln)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
+	return d.loop(ctx)
+}
+
+// serveAPI serves the API on the unix socket ln and, when asked, over
+// mutual TLS; stop shuts both down.
+func (d *Daemon) serveAPI(ln net.Listener) (stop func(), err error) {
+	opt := d.opt
 	srv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("api server stopped", "err", err)
 		}
 	}()
-	if opt.APIAddr != "" {
-		tln, err := api.ListenTLS(opt.APIAddr, opt.TLSCert, opt.TLSKey, opt.TLSClientCA)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		tsrv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := tsrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				d.log.Error("tls api server stopped", "err", err)
-			}
-		}()
-		defer tsrv.Close()
-		d.log.Info("serving the api over mutual TLS", "addr", opt.APIAddr)
+	stop = func() {
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(shutdown)
+		cancel()
 	}
+	if opt.APIAddr == "" {
+		return stop, nil
+	}
+	tln, err := api.ListenTLS(opt.APIAddr, opt.TLSCert, opt.TLSKey, opt.TLSClientCA)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	tsrv := &http.Server{Handler: api.Handler(d, d.log), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := tsrv.Serve(tln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("tls api server stopped", "err", err)
+		}
+	}()
+	d.log.Info("serving the api over mutual TLS", "addr", opt.APIAddr)
+	return func() { tsrv.Close(); stop() }, nil
+}
 
+// loop listens to the kernel's events and the timers until ctx is done,
+// asking for converges; a new tap is adopted at its event.
+func (d *Daemon) loop(ctx context.Context) error {
+	opt := d.opt
 	done := make(chan struct{})
 	defer close(done)
-	events, err := link.Watch(done)
+	events, err := opt.Events.WatchLinks(done)
 	if err != nil {
 		d.log.Warn("not watching links; late taps are adopted by the periodic pass only", "err", err)
 	}
-	var nftEvents <-chan struct{}
-	if opt.WatchRuleset != nil {
-		if nftEvents, err = opt.WatchRuleset(done); err != nil {
-			d.log.Warn("not watching nftables; a flushed ruleset waits for the periodic pass", "err", err)
-		}
+	nftEvents, err := opt.Events.WatchRuleset(done)
+	if err != nil {
+		d.log.Warn("not watching nftables; a flushed ruleset waits for the periodic pass", "err", err)
 	}
 	tick := time.NewTicker(opt.Resync)
 	defer tick.Stop()
@@ -244,9 +303,6 @@ func Run(ctx context.Context, opt Options) error {
 		select {
 		case <-ctx.Done():
 			d.log.Info("stopping (the kernel state stays as it is)")
-			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			srv.Shutdown(shutdown)
-			cancel()
 			d.stopServices()
 			os.Remove(opt.Socket)
 			return nil
@@ -272,29 +328,7 @@ func Run(ctx context.Context, opt Options) error {
 					break drain
 				}
 			}
-			why := ""
-			for _, ev := range batch {
-				d.mu.Lock()
-				wanted := d.taps[ev.Link]
-				d.mu.Unlock()
-				switch {
-				case wanted:
-					// The new tap first, then everything else.
-					if done, err := d.opt.Engine.AttachPort(ctx, ev.Link); err != nil {
-						d.log.Warn("adopting a tap failed; the converge tries again", "tap", ev.Link, "err", err)
-					} else if done {
-						d.log.Info("adopted tap", "tap", ev.Link)
-					}
-					why = "link " + ev.Link
-				case ev.Addr && why == "":
-					// Our own gateway addresses trigger this too; converging
-					// is then a no-op.
-					why = "address"
-				}
-			}
-			if why != "" {
-				d.requestConverge(why)
-			}
+			d.onLinks(ctx, batch)
 		case _, ok := <-nftEvents:
 			if !ok {
 				nftEvents = nil
@@ -332,29 +366,22 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 		}
 	}
 	d.restartRecreated(p)
-	d.mu.Lock()
-	cfg := d.cfg
-	d.mu.Unlock()
-	if cfg != nil {
-		d.syncServices(cfg)
+	if w := d.want.Load(); w != nil {
+		d.syncServices(w.cfg)
 	}
 }
 
 // sysctlDrifted reports whether ip_forward is off while a NAT network
 // needs it on.
 func (d *Daemon) sysctlDrifted() bool {
-	d.mu.Lock()
 	need := false
-	if d.cfg != nil {
-		for _, n := range d.cfg.Networks {
-			need = need || n.Mode == model.ModeNAT
-		}
+	for _, n := range d.wanted().cfg.Networks {
+		need = need || n.Mode == model.ModeNAT
 	}
-	d.mu.Unlock()
 	if !need {
 		return false
 	}
-	v, err := sysctl.New().Get(plan.SysctlIPForward)
+	v, err := d.opt.Events.ReadSysctl(plan.SysctlIPForward)
 	return err == nil && v != "1"
 }
 
@@ -380,11 +407,9 @@ func (d *Daemon) restartRecreated(p *plan.Plan) {
 		}
 	}
 	for name, s := range d.dns {
-		if d.cfg != nil {
-			if n := d.cfg.Network(name); n != nil && created[n.Bridge] {
-				s.Close()
-				delete(d.dns, name)
-			}
+		if n := d.wanted().cfg.Network(name); n != nil && created[n.Bridge] {
+			s.Close()
+			delete(d.dns, name)
 		}
 	}
 }
@@ -450,20 +475,41 @@ func (d *Daemon) Status(ctx context.Context) (*engine.Status, error) {
 	return st, nil
 }
 
+// wanted is one desired state as the daemon serves it.
+type wanted struct {
+	cfg *model.Config
+	// taps are the tap names of the desired state.
+	taps map[string]bool
+	// protected are the MACs of interfaces with spoofguard, whose leases
+	// must be bound before their ACK.
+	protected map[string]bool
+	// snoopPorts are the protected ports of bridged networks, whose
+	// addresses the LAN's DHCP server hands out.
+	snoopPorts map[string]snoopPort
+}
+
+// wanted returns the desired state served; never nil.
+func (d *Daemon) wanted() *wanted {
+	if w := d.want.Load(); w != nil {
+		return w
+	}
+	return &wanted{cfg: &model.Config{}}
+}
+
 func (d *Daemon) setConfig(cfg *model.Config) {
-	d.mu.Lock()
-	d.cfg = cfg
-	d.taps = map[string]bool{}
-	d.protected = map[string]bool{}
+	// The daemon serves the networks of this host's Linux datapath; other
+	// backends bring their own services.
+	cfg = cfg.ForBackend(model.BackendLinux)
+	w := &wanted{cfg: cfg, taps: map[string]bool{}, protected: map[string]bool{}, snoopPorts: snoopPorts(cfg)}
 	for _, vm := range cfg.VMs {
 		for _, ifc := range vm.Interfaces {
-			d.taps[ifc.Tap] = true
+			w.taps[ifc.Tap] = true
 			if ifc.Security.SpoofguardOn() {
-				d.protected[ifc.HWAddr] = true
+				w.protected[ifc.HWAddr] = true
 			}
 		}
 	}
-	d.mu.Unlock()
+	d.want.Store(w)
 	d.syncServices(cfg)
 }
 
@@ -504,7 +550,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 		}
 		if n.DNS.On() {
 			dc := d.dnsConfig(cfg, n)
-			if s, ok := d.dns[n.Name]; ok && s.listen == dc.Listen {
+			if s, ok := d.dns[n.Name]; ok && s.listen == dc.Listen && s.iface == dc.Interface {
 				if err := s.Update(dc); err != nil {
 					log.Error("updating dns server", "err", err)
 				}
@@ -518,7 +564,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 				} else if err := s.Start(); err != nil {
 					log.Error("starting dns server (retrying at the next pass)", "err", err)
 				} else {
-					d.dns[n.Name] = &dnsServer{s, dc.Listen}
+					d.dns[n.Name] = &dnsServer{s, dc.Listen, dc.Interface}
 					log.Info("serving dns", "listen", dc.Listen, "domain", dc.Domain)
 				}
 			}
@@ -534,7 +580,7 @@ func (d *Daemon) syncServices(cfg *model.Config) {
 		}
 	}
 	d.syncHostDHCP(cfg)
-	d.syncSnooping(cfg)
+	d.syncSnooping()
 	for name, s := range d.dns {
 		if !seen[name] {
 			s.Close()
@@ -551,6 +597,8 @@ func (d *Daemon) startDHCP(dc dhcp.Config, log *slog.Logger) (*dhcp.Server, erro
 		return nil, err
 	}
 	s.OnACK(d.bindLease)
+	network := dc.Network
+	s.OnIgnored(func(i dhcp.Ignored) { d.metrics.DHCPIgnored(network, i.Type, i.Reason) })
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
@@ -584,6 +632,7 @@ func dhcpConfig(cfg *model.Config, n *model.Network) dhcp.Config {
 		if p.Iface.IP.IsValid() {
 			dc.Reservations = append(dc.Reservations, dhcp.Reservation{MAC: p.Iface.HWAddr, IP: p.Iface.IP, Hostname: p.VM})
 		}
+		dc.Ports = append(dc.Ports, dhcp.Port{Tap: p.Iface.Tap, MAC: p.Iface.HWAddr, Spoofguard: p.Iface.Security.SpoofguardOn()})
 	}
 	return dc
 }
@@ -596,6 +645,9 @@ func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
 	store := d.opt.Engine.Store
 	return dns.Config{
 		Network: n.Name, Listen: n.Gateway, Domain: n.DNS.Domain, Subnet: n.Subnet, Upstreams: d.opt.Upstreams,
+		// Guests on the bridge only: not the LAN, should it route the
+		// subnet to the host (Clients defaults to Subnet).
+		Interface: n.Bridge,
 		Records: func() []dns.Record {
 			leases, _ := store.Leases(network)
 			now := time.Now()
@@ -622,15 +674,11 @@ func (d *Daemon) dnsConfig(cfg *model.Config, n *model.Network) dns.Config {
 
 // metricInterfaces lists the bridges and taps of the desired state.
 func (d *Daemon) metricInterfaces() []metrics.Interface {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	var out []metrics.Interface
-	if d.cfg == nil {
-		return out
-	}
-	for _, n := range d.cfg.Networks {
+	cfg := d.wanted().cfg
+	for _, n := range cfg.Networks {
 		out = append(out, metrics.Interface{Name: n.Bridge, Network: n.Name})
-		for _, p := range d.cfg.Ports(n.Name) {
+		for _, p := range cfg.Ports(n.Name) {
 			out = append(out, metrics.Interface{Name: p.Iface.Tap, Network: n.Name, VM: p.VM})
 		}
 	}
@@ -651,14 +699,10 @@ func (d *Daemon) metricPools() []metrics.Pool {
 
 // metricForwards counts the forwards of each network.
 func (d *Daemon) metricForwards() map[string]int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := map[string]int{}
-	if d.cfg != nil {
-		for _, n := range d.cfg.Networks {
-			if n.Mode == model.ModeNAT {
-				out[n.Name] = len(n.Forwards)
-			}
+	for _, n := range d.wanted().cfg.Networks {
+		if n.Mode == model.ModeNAT {
+			out[n.Name] = len(n.Forwards)
 		}
 	}
 	return out

@@ -21,9 +21,8 @@ const offerHold = time.Minute
 // snoopPort is a protected guest port of a bridged network.
 type snoopPort struct{ network, mac string }
 
-// syncSnooping records the protected ports of bridged networks and starts
-// the snooper the first time there are some; caller holds mu.
-func (d *Daemon) syncSnooping(cfg *model.Config) {
+// snoopPorts are the protected ports of cfg's bridged networks.
+func snoopPorts(cfg *model.Config) map[string]snoopPort {
 	ports := map[string]snoopPort{}
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
@@ -36,18 +35,21 @@ func (d *Daemon) syncSnooping(cfg *model.Config) {
 			}
 		}
 	}
-	d.snoopPorts = ports
-	if len(ports) == 0 || d.snooping {
+	return ports
+}
+
+// syncSnooping starts the snooper the first time the desired state has
+// protected ports on bridged networks; caller holds mu.
+func (d *Daemon) syncSnooping() {
+	if len(d.wanted().snoopPorts) == 0 || d.snooping {
 		return
 	}
 	replies := make(chan snoop.Reply, 64)
 	want := func(port string) bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		_, ok := d.snoopPorts[port]
+		_, ok := d.wanted().snoopPorts[port]
 		return ok
 	}
-	if err := snoop.Watch(d.ctx, want, replies); err != nil {
+	if err := d.opt.Events.Snoop(d.ctx, want, replies); err != nil {
 		d.log.Error("bridged guests' addresses cannot be bound (their IPv4 stays blocked)", "err", err)
 		return
 	}
@@ -67,9 +69,7 @@ func (d *Daemon) snoopLoop(replies <-chan snoop.Reply) {
 			return
 		case r = <-replies:
 		}
-		d.mu.Lock()
-		p, ok := d.snoopPorts[r.Port]
-		d.mu.Unlock()
+		p, ok := d.wanted().snoopPorts[r.Port]
 		if !ok || p.mac != strings.ToLower(r.MAC) {
 			continue // a broadcast reply for another guest, out of every port
 		}

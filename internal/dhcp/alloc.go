@@ -115,6 +115,15 @@ func (a *allocator) free(ip netip.Addr, mac string, now time.Time, reclaim bool)
 		}
 		delete(a.declined, ip)
 	}
+	return a.usable(ip, mac, now, reclaim)
+}
+
+// usable is free without the decline check: ip is in the pool and nobody
+// else holds it by an offer or a lease.
+func (a *allocator) usable(ip netip.Addr, mac string, now time.Time, reclaim bool) bool {
+	if !a.inPool(ip) {
+		return false
+	}
 	for m, o := range a.offers {
 		if m != mac && o.ip == ip && now.Before(o.until) {
 			return false
@@ -177,6 +186,23 @@ func (a *allocator) pick(mac string, requested netip.Addr, now time.Time) (netip
 	if best.IP.IsValid() {
 		return best.IP, nil
 	}
+	// Declined addresses come last, the one whose hold ends first. A
+	// DECLINE only says some host answered for the address; a pool held
+	// empty by DECLINEs would let one guest starve every other, so they
+	// never keep an address from a client that has no other.
+	var last netip.Addr
+	var lastUntil time.Time
+	for ip, until := range a.declined {
+		if !a.usable(ip, mac, now, false) {
+			continue
+		}
+		if !last.IsValid() || until.Before(lastUntil) || (until.Equal(lastUntil) && ip.Less(last)) {
+			last, lastUntil = ip, until
+		}
+	}
+	if last.IsValid() {
+		return last, nil
+	}
 	return netip.Addr{}, errExhausted
 }
 
@@ -189,7 +215,20 @@ func (a *allocator) canLease(mac string, ip netip.Addr, now time.Time) bool {
 		return ip == r.IP
 	}
 	o, offered := a.offers[mac]
-	return a.free(ip, mac, now, offered && o.ip == ip)
+	if offered && o.ip == ip {
+		// It may be a declined address offered as the last resort.
+		return a.usable(ip, mac, now, true)
+	}
+	return a.free(ip, mac, now, false)
+}
+
+// active reports whether mac holds an unexpired lease or a live offer.
+func (a *allocator) active(mac string, now time.Time) bool {
+	if o, ok := a.offers[mac]; ok && now.Before(o.until) {
+		return true
+	}
+	l, ok := a.leases[mac]
+	return ok && a.holder[l.IP] == mac && !l.Expired(now)
 }
 
 // lease returns the lease mac gets on ip if it is granted now. It does not
@@ -240,23 +279,30 @@ func (a *allocator) release(mac string, ip netip.Addr, now time.Time) (store.Lea
 	return l, true
 }
 
-// decline handles a client reporting ip already in use: the address leaves
-// the pool for declineHold and mac loses any lease on it. It reports whether
-// a lease record was removed.
-func (a *allocator) decline(mac string, ip netip.Addr, now time.Time) bool {
+// decline handles a client reporting ip already in use (RFC 2131 4.3.3).
+// Only the client the address was offered or leased to can decline it:
+// anyone else's DECLINE would take addresses out of the pool at will. The
+// address then leaves the pool for declineHold (or until nothing else is
+// left, see pick) and mac loses its lease on it. It reports whether the
+// decline was taken and whether a lease record was removed.
+func (a *allocator) decline(mac string, ip netip.Addr, now time.Time) (declined, removed bool) {
+	o, offered := a.offers[mac]
+	l, leased := a.leases[mac]
+	offered = offered && o.ip == ip && now.Before(o.until)
+	leased = leased && l.IP == ip && a.holder[ip] == mac
+	if !offered && !leased {
+		return false, false
+	}
 	delete(a.offers, mac)
 	if _, ok := a.reservedIP[ip]; !ok {
 		a.declined[ip] = now.Add(declineHold)
 	}
-	l, ok := a.leases[mac]
-	if !ok || l.IP != ip {
-		return false
+	if !leased {
+		return true, false
 	}
 	delete(a.leases, mac)
-	if a.holder[ip] == mac {
-		delete(a.holder, ip)
-	}
-	return true
+	delete(a.holder, ip)
+	return true, true
 }
 
 // forgetOffer drops mac's pending offer, when the client chose another

@@ -37,6 +37,10 @@ func testConfig() Config {
 			{MAC: "52:54:00:00:00:10", IP: netip.MustParseAddr("10.0.0.10"), Hostname: "web1"},
 			{MAC: "52:54:00:00:00:11", IP: netip.MustParseAddr("10.0.0.102"), Hostname: "db1"},
 		},
+		Ports: []Port{
+			{Tap: "web1-0", MAC: macRes, Spoofguard: true},
+			{Tap: "db1-0", MAC: macRes2, Spoofguard: true},
+		},
 	}
 }
 
@@ -187,10 +191,38 @@ func TestAllocator(t *testing.T) {
 		steps: []step{
 			{op: "discover", mac: macA, want: "10.0.0.100"},
 			{op: "request", mac: macA, ip: "10.0.0.100", want: "ack"},
-			{op: "decline", mac: macA, ip: "10.0.0.100"},
+			{op: "decline", mac: macA, ip: "10.0.0.100", want: "declined"},
 			{op: "discover", mac: macA, want: "10.0.0.101"},
 			{op: "request", mac: macB, ip: "10.0.0.100", want: "nak"},
 			{at: declineHold, op: "discover", mac: macB, want: "10.0.0.100"},
+		},
+	}, {
+		name: "only the holder of an address can decline it",
+		steps: []step{
+			{op: "discover", mac: macA, want: "10.0.0.100"},
+			{op: "request", mac: macA, ip: "10.0.0.100", want: "ack"},
+			{op: "decline", mac: macB, ip: "10.0.0.100", want: "ignored"},
+			{op: "decline", mac: macB, ip: "10.0.0.101", want: "ignored"},
+			{op: "decline", mac: macA, ip: "10.0.0.101", want: "ignored"},
+			{op: "request", mac: macA, ip: "10.0.0.100", want: "ack"},
+			{op: "discover", mac: macB, want: "10.0.0.101"},
+		},
+	}, {
+		name: "declines cannot exhaust the pool",
+		steps: []step{
+			{op: "discover", mac: macA, want: "10.0.0.100"},
+			{op: "decline", mac: macA, ip: "10.0.0.100", want: "declined"},
+			{at: time.Second, op: "discover", mac: macA, want: "10.0.0.101"},
+			{at: time.Second, op: "decline", mac: macA, ip: "10.0.0.101", want: "declined"},
+			{at: 2 * time.Second, op: "discover", mac: macA, want: "10.0.0.103"},
+			{at: 2 * time.Second, op: "decline", mac: macA, ip: "10.0.0.103", want: "declined"},
+			// Every pool address is declined: the one whose hold ends
+			// first is offered rather than nothing, and can be leased.
+			{at: 3 * time.Second, op: "discover", mac: macB, want: "10.0.0.100"},
+			{at: 3 * time.Second, op: "request", mac: macB, ip: "10.0.0.100", want: "ack"},
+			{at: 3 * time.Second, op: "discover", mac: macC, want: "10.0.0.101"},
+			// Without an offer a declined address is still refused.
+			{at: 3 * time.Second, op: "request", mac: macD, ip: "10.0.0.103", want: "nak"},
 		},
 	}, {
 		name: "client chose another server",
@@ -249,7 +281,11 @@ func runStep(t *testing.T, a *allocator, i int, s step) {
 			t.Fatalf("step %d: release of %s by %s found no lease", i, ip, s.mac)
 		}
 	case "decline":
-		a.decline(s.mac, ip, now)
+		declined, _ := a.decline(s.mac, ip, now)
+		got = "ignored"
+		if declined {
+			got = "declined"
+		}
 	case "other-server":
 		a.forgetOffer(s.mac)
 	default:
@@ -341,10 +377,16 @@ func TestPoolStatus(t *testing.T) {
 	if diff := cmp.Diff(want, a.status(t0)); diff != "" {
 		t.Errorf("status (-want +got):\n%s", diff)
 	}
-	if _, err := a.discover(macC, netip.Addr{}, t0); err != nil {
-		t.Fatal(err)
+	if ip, err := a.discover(macC, netip.Addr{}, t0); err != nil || ip != netip.MustParseAddr("10.0.0.103") {
+		t.Fatalf("C offered %s, %v; want 10.0.0.103", ip, err)
 	}
-	a.decline(macD, netip.MustParseAddr("10.0.0.101"), t0)
+	// D is offered B's expired lease and declines it.
+	if ip, err := a.discover(macD, netip.Addr{}, t0); err != nil || ip != netip.MustParseAddr("10.0.0.101") {
+		t.Fatalf("D offered %s, %v; want 10.0.0.101", ip, err)
+	}
+	if declined, _ := a.decline(macD, netip.MustParseAddr("10.0.0.101"), t0); !declined {
+		t.Fatal("D's decline of its offer was ignored")
+	}
 	want = PoolStatus{Network: "dev", Size: 3, Used: 3, Free: 0, Reserved: 2}
 	if diff := cmp.Diff(want, a.status(t0)); diff != "" {
 		t.Errorf("status with offer and decline (-want +got):\n%s", diff)
@@ -352,34 +394,44 @@ func TestPoolStatus(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	// Each bad config must be refused for its own fault: want is the
+	// error's text after "dhcp config of network "dev": ", so a check
+	// that refuses for the wrong reason fails.
 	tests := []struct {
 		name string
 		mod  func(*Config)
+		want string
 	}{
-		{"no network", func(c *Config) { c.Network = "" }},
-		{"no interface", func(c *Config) { c.Interface = "" }},
-		{"ipv6 subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") }},
-		{"server outside subnet", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.1.1") }},
-		{"server is network address", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.0.0") }},
-		{"range outside subnet", func(c *Config) { c.RangeEnd = netip.MustParseAddr("10.0.1.5") }},
-		{"range reversed", func(c *Config) { c.RangeStart = netip.MustParseAddr("10.0.0.200") }},
-		{"negative lease", func(c *Config) { c.LeaseTime = -time.Second }},
-		{"bad mtu", func(c *Config) { c.MTU = 10 }},
-		{"bad dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("::1")} }},
-		{"bad mac", func(c *Config) { c.Reservations[0].MAC = "web1" }},
-		{"reservation outside subnet", func(c *Config) { c.Reservations[0].IP = netip.MustParseAddr("10.1.0.5") }},
-		{"reservation on server", func(c *Config) { c.Reservations[0].IP = c.ServerIP }},
-		{"duplicate mac", func(c *Config) { c.Reservations[1].MAC = "52-54-00-00-00-10" }},
-		{"duplicate ip", func(c *Config) { c.Reservations[1].IP = c.Reservations[0].IP }},
+		{"no network", func(c *Config) { c.Network = "" }, "dhcp config: network name is empty"},
+		{"no interface", func(c *Config) { c.Interface = "" }, "interface is empty"},
+		{"ipv6 subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") }, `subnet "fd00::/64" must be an IPv4 prefix of length 30 or shorter`},
+		{"server outside subnet", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.1.1") }, `server address "10.0.1.1" must be a host address of subnet 10.0.0.0/24`},
+		{"server is network address", func(c *Config) { c.ServerIP = netip.MustParseAddr("10.0.0.0") }, `server address "10.0.0.0" must be a host address of subnet 10.0.0.0/24`},
+		{"range outside subnet", func(c *Config) { c.RangeEnd = netip.MustParseAddr("10.0.1.5") }, "range 10.0.0.100-10.0.1.5 must lie inside subnet 10.0.0.0/24"},
+		{"range reversed", func(c *Config) { c.RangeStart = netip.MustParseAddr("10.0.0.200") }, "range 10.0.0.200-10.0.0.103 ends before it starts"},
+		{"negative lease", func(c *Config) { c.LeaseTime = -time.Second }, "lease time -1s must be positive and below 136 years"},
+		{"bad mtu", func(c *Config) { c.MTU = 10 }, "MTU 10 must be between 68 and 65535 (or 0 to send none)"},
+		{"bad dns", func(c *Config) { c.DNS = []netip.Addr{netip.MustParseAddr("::1")} }, `DNS server "::1" is not an IPv4 address`},
+		{"bad mac", func(c *Config) { c.Reservations[0].MAC = "web1" }, `reservation MAC "web1" is not an Ethernet address like 52:54:00:00:00:10`},
+		{"reservation outside subnet", func(c *Config) { c.Reservations[0].IP = netip.MustParseAddr("10.1.0.5") }, `reserved address "10.1.0.5" of 52:54:00:00:00:10 must be a host address of subnet 10.0.0.0/24 other than the server and router`},
+		{"reservation on server", func(c *Config) { c.Reservations[0].IP = c.ServerIP }, `reserved address "10.0.0.1" of 52:54:00:00:00:10 must be a host address of subnet 10.0.0.0/24 other than the server and router`},
+		{"duplicate mac", func(c *Config) { c.Reservations[1].MAC = "52-54-00-00-00-10" }, "MAC 52:54:00:00:00:10 has two reservations"},
+		{"duplicate ip", func(c *Config) { c.Reservations[1].IP = c.Reservations[0].IP }, "address 10.0.0.10 is reserved twice"},
+		{"bad port mac", func(c *Config) { c.Ports[0].MAC = "x" }, `MAC "x" of port "web1-0" is not an Ethernet address like 52:54:00:00:00:10`},
+		{"port without name", func(c *Config) { c.Ports[0].Tap = "" }, "port of MAC 52:54:00:00:00:10 has no name"},
+		{"duplicate port", func(c *Config) { c.Ports[1].Tap = c.Ports[0].Tap }, `port "web1-0" or MAC 52:54:00:00:00:11 is listed twice`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testConfig()
 			tc.mod(&c)
-			if _, err := c.validate(); err == nil {
-				t.Error("validate succeeded, want an error")
-			} else {
-				t.Log(err)
+			_, err := c.validate()
+			want := tc.want
+			if c.Network != "" {
+				want = `dhcp config of network "dev": ` + want
+			}
+			if err == nil || err.Error() != want {
+				t.Errorf("validate() = %v, want %s", err, want)
 			}
 		})
 	}

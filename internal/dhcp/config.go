@@ -1,8 +1,10 @@
 // Package dhcp is the embedded DHCPv4 server of kvmnet's NAT networks. There
-// is one Server per network, bound to that network's bridge only (with
-// SO_BINDTODEVICE), so it never answers on the uplink or on another network.
-// It hands out reserved addresses to the guests that have one and pool
-// addresses to everyone else, and keeps its leases in a LeaseStore so a
+// is one Server per network. It reads requests only as they enter that
+// network's bridge through one of its ports, and replies on the bridge alone
+// (SO_BINDTODEVICE), so it never answers on the uplink or on another
+// network; it acts on a request only for the client that sent it (see
+// admit.go). It hands out reserved addresses to the guests that have one and
+// pool addresses to everyone else, and keeps its leases in a LeaseStore so a
 // restarted server gives every guest the address it had.
 package dhcp
 
@@ -56,6 +58,23 @@ type Config struct {
 	// Reservations bind MACs to fixed addresses; a reserved address is
 	// never given to any other MAC.
 	Reservations []Reservation
+	// Ports are the network's guest ports (taps) of the desired state. A
+	// MAC configured on a port is served only when its messages enter
+	// through that port; see Server.admit.
+	Ports []Port
+}
+
+// Port is one guest NIC's port on the network's bridge.
+type Port struct {
+	// Tap is the bridge port's name, e.g. "web1-0".
+	Tap string
+	// MAC of the guest's NIC behind it, e.g. "52:54:00:00:00:10".
+	MAC string
+	// Spoofguard is the interface's port security. On, the guest may
+	// only ever speak for MAC. Off, the admin trusts it to forward for
+	// others (nested guests, a DHCP relay such as a load tester): it may
+	// speak for MACs no other port owns, and relay.
+	Spoofguard bool
 }
 
 // Reservation gives the guest NIC with MAC always the address IP.
@@ -143,6 +162,25 @@ func (c Config) validate() (Config, error) {
 		res = append(res, r)
 	}
 	c.Reservations = res
+	ports := make([]Port, 0, len(c.Ports))
+	taps := map[string]bool{}
+	pmacs := map[string]bool{}
+	for _, p := range c.Ports {
+		hw, err := net.ParseMAC(p.MAC)
+		if err != nil || len(hw) != 6 {
+			return bad("MAC %q of port %q is not an Ethernet address like 52:54:00:00:00:10", p.MAC, p.Tap)
+		}
+		p.MAC = hw.String()
+		if p.Tap == "" {
+			return bad("port of MAC %s has no name", p.MAC)
+		}
+		if taps[p.Tap] || pmacs[p.MAC] {
+			return bad("port %q or MAC %s is listed twice", p.Tap, p.MAC)
+		}
+		taps[p.Tap], pmacs[p.MAC] = true, true
+		ports = append(ports, p)
+	}
+	c.Ports = ports
 	c.DNS = append([]netip.Addr(nil), c.DNS...)
 	return c, nil
 }

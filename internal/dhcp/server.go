@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/kvmnet/kvmnet/internal/store"
@@ -34,11 +33,24 @@ type Server struct {
 	mu            sync.Mutex // guards everything below
 	cfg           Config
 	alloc         *allocator
-	srv           *server4.Server
+	portByTap     map[string]Port // cfg.Ports by tap
+	portByMAC     map[string]Port // cfg.Ports by MAC
+	srv           *listener
 	done          chan struct{} // closed when the serve loop ends
 	serveErr      error
 	closing       bool
 	lastExhausted time.Time
+	// owner is the port each MAC that no port is configured for got its
+	// offer or lease through: while that lasts, only that port speaks
+	// for the MAC.
+	owner        map[string]string
+	ownerSweepAt int // sweep owner when it grows to this many
+	// declines is each port's DECLINE budget.
+	declines map[string]*bucket
+	// ignored counts the messages refused by admit, by type and reason.
+	ignored map[Ignored]uint64
+	// lastIgnored rate-limits the warning about refused messages.
+	lastIgnored time.Time
 
 	// inflight counts running packet handlers, so Close can wait for them
 	// and nobody writes to the LeaseStore after Close returns.
@@ -46,7 +58,15 @@ type Server struct {
 
 	// onACK runs before an ACK goes out (see OnACK).
 	onACK func(mac string)
+	// onIgnored runs for every refused message (see OnIgnored).
+	onIgnored func(Ignored)
 }
+
+// OnIgnored sets fn to run, under the server's lock, for every client
+// message the server refuses to act on because it did not come from the
+// client it names (see admit); the daemon counts them in its metrics. fn
+// must not block. Call it before Start.
+func (s *Server) OnIgnored(fn func(Ignored)) { s.onIgnored = fn }
 
 // OnACK sets fn to run, without the server's lock, after a lease is
 // stored and before its ACK is sent: the daemon binds the new address to
@@ -88,19 +108,37 @@ func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("deleting conflicting lease of %s on network %q: %w", mac, cfg.Network, err)
 		}
 	}
-	return &Server{
-		network: cfg.Network,
-		leases:  leases,
-		log:     log.With("network", cfg.Network, "interface", cfg.Interface),
-		now:     time.Now,
-		cfg:     cfg,
-		alloc:   alloc,
-	}, nil
+	s := &Server{
+		network:      cfg.Network,
+		leases:       leases,
+		log:          log.With("network", cfg.Network, "interface", cfg.Interface),
+		now:          time.Now,
+		alloc:        alloc,
+		owner:        map[string]string{},
+		ownerSweepAt: ownerSweepMin,
+		declines:     map[string]*bucket{},
+		ignored:      map[Ignored]uint64{},
+	}
+	s.setConfig(cfg)
+	return s, nil
 }
 
-// Start opens the server's socket (UDP port 67 on every address, bound to
-// cfg.Interface with SO_BINDTODEVICE) and serves requests in the background
-// until Close. The socket lives in the network namespace of the calling
+// setConfig switches to validated cfg; caller holds mu (or owns s alone).
+func (s *Server) setConfig(cfg Config) {
+	s.cfg = cfg
+	s.portByTap = make(map[string]Port, len(cfg.Ports))
+	s.portByMAC = make(map[string]Port, len(cfg.Ports))
+	for _, p := range cfg.Ports {
+		s.portByTap[p.Tap] = p
+		s.portByMAC[p.MAC] = p
+	}
+}
+
+// Start opens the server's sockets and serves requests in the background
+// until Close. Requests are read off the ports of cfg.Interface with a
+// packet socket, which tells the port and the Ethernet source of each
+// (see listener); replies leave through a UDP socket on port 67 bound to
+// the bridge. The sockets live in the network namespace of the calling
 // thread: to serve inside a namespace, call Start from a goroutine locked
 // into it.
 func (s *Server) Start() error {
@@ -109,15 +147,14 @@ func (s *Server) Start() error {
 	if s.srv != nil || s.closing {
 		return fmt.Errorf("starting dhcp server of network %q: already started or closed", s.cfg.Network)
 	}
-	addr := &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}
-	srv, err := server4.NewServer(s.cfg.Interface, addr, s.handle)
+	l, err := listen(s.cfg.Interface)
 	if err != nil {
 		return fmt.Errorf("starting dhcp server of network %q on %q: %w", s.cfg.Network, s.cfg.Interface, err)
 	}
-	s.srv = srv
+	s.srv = l
 	s.done = make(chan struct{})
 	go func() {
-		err := srv.Serve()
+		err := l.serve(s.handle)
 		s.mu.Lock()
 		died := !s.closing
 		if died {
@@ -188,7 +225,7 @@ func (s *Server) Update(cfg Config) error {
 	if cfg.Network != s.cfg.Network || cfg.Interface != s.cfg.Interface {
 		return fmt.Errorf("updating dhcp server of network %q on %q: network and interface cannot change (to %q on %q) without a restart", s.cfg.Network, s.cfg.Interface, cfg.Network, cfg.Interface)
 	}
-	s.cfg = cfg
+	s.setConfig(cfg)
 	s.alloc.setConfig(cfg)
 	s.log.Debug("dhcp configuration updated", "reservations", len(cfg.Reservations))
 	return nil
@@ -211,9 +248,9 @@ func (s *Server) Pool() PoolStatus {
 	return s.alloc.status(s.now())
 }
 
-// handle is the server4 handler; the library runs it on its own goroutine
-// per packet.
-func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
+// handle answers one client message that came in through in; the
+// listener runs it on its own goroutine per packet.
+func (s *Server) handle(conn net.PacketConn, in Ingress, m *dhcpv4.DHCPv4) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -223,7 +260,7 @@ func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 	s.mu.Unlock()
 	defer s.inflight.Done()
 
-	reply := s.reply(m)
+	reply := s.reply(m, in)
 	if reply == nil {
 		return
 	}
@@ -236,8 +273,9 @@ func (s *Server) handle(conn net.PacketConn, _ net.Addr, m *dhcpv4.DHCPv4) {
 	}
 }
 
-// reply works out the answer to m, or nil for none.
-func (s *Server) reply(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+// reply works out the answer to m, which came in through in, or nil for
+// none.
+func (s *Server) reply(m *dhcpv4.DHCPv4, in Ingress) *dhcpv4.DHCPv4 {
 	// kvmnet only serves Ethernet guests directly on its bridge.
 	if m.OpCode != dhcpv4.OpcodeBootRequest || m.HWType != iana.HWTypeEthernet || len(m.ClientHWAddr) != 6 {
 		return nil
@@ -246,6 +284,13 @@ func (s *Server) reply(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
+	if !s.forUs(in.Dst) {
+		return nil
+	}
+	if why := s.admit(m, in, now); why != "" {
+		s.refuse(m, in, why, now)
+		return nil
+	}
 	// RELEASE and DECLINE name the server they are meant for; another
 	// server's lease is none of our business.
 	if t := m.MessageType(); t == dhcpv4.MessageTypeRelease || t == dhcpv4.MessageTypeDecline {
@@ -255,20 +300,20 @@ func (s *Server) reply(m *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		return s.discover(m, mac, now)
+		return s.discover(m, in, mac, now)
 	case dhcpv4.MessageTypeRequest:
-		return s.request(m, mac, now)
+		return s.request(m, in, mac, now)
 	case dhcpv4.MessageTypeRelease:
-		s.release(m, mac, now)
+		s.release(m, in, mac, now)
 	case dhcpv4.MessageTypeDecline:
-		s.decline(m, mac, now)
+		s.decline(m, in, mac, now)
 	case dhcpv4.MessageTypeInform:
 		return s.inform(m)
 	}
 	return nil
 }
 
-func (s *Server) discover(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DHCPv4 {
+func (s *Server) discover(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *dhcpv4.DHCPv4 {
 	ip, err := s.alloc.discover(mac, addr4(m.RequestedIPAddress()), now)
 	if errors.Is(err, errExhausted) {
 		// No OFFER: the client keeps trying and gets an address as soon
@@ -280,11 +325,12 @@ func (s *Server) discover(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.D
 		}
 		return nil
 	}
-	s.log.Debug("dhcp offer", "mac", mac, "ip", ip)
+	s.log.Debug("dhcp offer", "mac", mac, "ip", ip, "port", in.Port)
+	s.learn(mac, in, now)
 	return s.build(m, dhcpv4.MessageTypeOffer, ip, mac)
 }
 
-func (s *Server) request(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DHCPv4 {
+func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *dhcpv4.DHCPv4 {
 	if sid := addr4(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
 		// SELECTING state, and the client took another server's offer.
 		s.alloc.forgetOffer(mac)
@@ -315,6 +361,7 @@ func (s *Server) request(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DH
 		return nil
 	}
 	prev, had := s.alloc.leases[mac]
+	s.learn(mac, in, now)
 	if displaced := s.alloc.commit(l); displaced != "" {
 		if err := s.leases.DeleteLease(s.cfg.Network, displaced); err != nil {
 			s.log.Warn("deleting reclaimed dhcp lease failed", "mac", displaced, "ip", ip, "err", err)
@@ -329,9 +376,10 @@ func (s *Server) request(m *dhcpv4.DHCPv4, mac string, now time.Time) *dhcpv4.DH
 	return s.build(m, dhcpv4.MessageTypeAck, ip, mac)
 }
 
-func (s *Server) release(m *dhcpv4.DHCPv4, mac string, now time.Time) {
+func (s *Server) release(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) {
 	l, ok := s.alloc.release(mac, addr4(m.ClientIPAddr), now)
 	if !ok {
+		s.refuse(m, in, ReasonNotHeld, now)
 		return
 	}
 	if err := s.leases.PutLease(l); err != nil {
@@ -340,12 +388,29 @@ func (s *Server) release(m *dhcpv4.DHCPv4, mac string, now time.Time) {
 	s.log.Info("dhcp release", "mac", mac, "ip", l.IP)
 }
 
-func (s *Server) decline(m *dhcpv4.DHCPv4, mac string, now time.Time) {
+func (s *Server) decline(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) {
 	ip := addr4(m.RequestedIPAddress())
 	if !ip.IsValid() {
 		return
 	}
-	if s.alloc.decline(mac, ip, now) {
+	// Each port may decline a few addresses, then one per declineEvery:
+	// a guest that finds every address it is given taken is broken or
+	// hostile, and either way must not drain the pool.
+	b := s.declines[in.Port]
+	if b == nil {
+		b = &bucket{tokens: declineBurst, at: now}
+		s.declines[in.Port] = b
+	}
+	if !b.take(now) {
+		s.refuse(m, in, ReasonDeclineRate, now)
+		return
+	}
+	declined, removed := s.alloc.decline(mac, ip, now)
+	if !declined {
+		s.refuse(m, in, ReasonNotHeld, now)
+		return
+	}
+	if removed {
 		if err := s.leases.DeleteLease(s.cfg.Network, mac); err != nil {
 			s.log.Warn("deleting declined dhcp lease failed", "mac", mac, "ip", ip, "err", err)
 		}

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -112,11 +113,33 @@ func newTestServer(t *testing.T, st *memStore, mod func(*Config)) *testServer {
 	return ts
 }
 
-// send hands m to the server and returns its reply, or nil.
+// portOf is the port a test client sits behind: its configured tap, or
+// "vm-" and the MAC's last byte for a guest kvmnet does not know.
+func portOf(mac net.HardwareAddr) string {
+	for _, p := range testConfig().Ports {
+		if p.MAC == mac.String() {
+			return p.Tap
+		}
+	}
+	return fmt.Sprintf("vm-%02x", mac[len(mac)-1])
+}
+
+// send hands m to the server as its client sends it, from its own port
+// and MAC, and returns the reply, or nil.
 func (ts *testServer) send(m *dhcpv4.DHCPv4) *sentPacket {
 	ts.t.Helper()
+	in := Ingress{Port: portOf(m.ClientHWAddr), MAC: m.ClientHWAddr, IP: netip.IPv4Unspecified()}
+	if ci := addr4(m.ClientIPAddr); ci.IsValid() {
+		in.IP = ci
+	}
+	return ts.sendFrom(in, m)
+}
+
+// sendFrom hands m to the server as if it came in through in.
+func (ts *testServer) sendFrom(in Ingress, m *dhcpv4.DHCPv4) *sentPacket {
+	ts.t.Helper()
 	n := len(ts.conn.sent)
-	ts.handle(ts.conn, &net.UDPAddr{IP: net.IPv4bcast, Port: 68}, m)
+	ts.handle(ts.conn, in, m)
 	switch len(ts.conn.sent) - n {
 	case 0:
 		return nil
@@ -270,9 +293,30 @@ func TestServerOtherServerChosen(t *testing.T) {
 }
 
 func TestServerRelayReply(t *testing.T) {
-	ts := newTestServer(t, newMemStore(), nil)
-	p := ts.send(discover(t, macA, dhcpv4.WithGatewayIP(ip4("10.0.0.50"))))
+	relay := hw("52:54:00:00:00:50")
+	ts := newTestServer(t, newMemStore(), func(c *Config) {
+		c.Ports = append(c.Ports, Port{Tap: "relay-0", MAC: relay.String()})
+	})
+	// A relay without spoofguard, sending from giaddr: answered there.
+	from := Ingress{Port: "relay-0", MAC: relay, IP: netip.MustParseAddr("10.0.0.50")}
+	p := ts.sendFrom(from, discover(t, macA, dhcpv4.WithGatewayIP(ip4("10.0.0.50"))))
 	wantReply(t, p, dhcpv4.MessageTypeOffer, "10.0.0.100", "10.0.0.50:67")
+	// Anyone else naming a relay would have replies sent where it likes.
+	for _, c := range []struct {
+		name string
+		in   Ingress
+	}{
+		{"guest with spoofguard", Ingress{Port: "web1-0", MAC: hw(macRes), IP: netip.MustParseAddr("10.0.0.50")}},
+		{"unknown guest", Ingress{Port: "vm-0b", MAC: hw(macB), IP: netip.MustParseAddr("10.0.0.50")}},
+		{"giaddr not the sender", Ingress{Port: "relay-0", MAC: relay, IP: netip.MustParseAddr("10.0.0.51")}},
+	} {
+		if p := ts.sendFrom(c.in, discover(t, macB, dhcpv4.WithGatewayIP(ip4("10.0.0.50")))); p != nil {
+			t.Errorf("%s: relayed DISCOVER answered with %s to %s", c.name, p.msg.MessageType(), p.to)
+		}
+	}
+	if got := ts.IgnoredCounts()[Ignored{Type: "DISCOVER", Reason: ReasonRelay}]; got != 3 {
+		t.Errorf("ignored relayed DISCOVERs counted %d, want 3", got)
+	}
 }
 
 func TestServerReleaseDeclineInform(t *testing.T) {

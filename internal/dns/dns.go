@@ -1,7 +1,9 @@
 // Package dns is the embedded DNS forwarder of kvmnet's NAT networks. There is
 // one Server per network, listening on the network's gateway address only (UDP
-// and TCP port 53), so it answers the guests of that network and never the
-// uplink: it is not an open resolver. It answers for the guests' own names
+// and TCP port 53) with its sockets bound to the network's bridge, and
+// answering sources inside the network's subnet only: it answers the guests
+// of that network and never the uplink, even when the LAN routes the subnet
+// to the host. It is not an open resolver. It answers for the guests' own names
 // (NAME.DOMAIN and the matching reverse names) itself and forwards everything
 // else to the host's upstream resolvers.
 package dns
@@ -15,9 +17,12 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -77,6 +82,16 @@ type Config struct {
 	// Timeout of each upstream try. Zero means DefaultTimeout. When every
 	// upstream fails the client gets SERVFAIL.
 	Timeout time.Duration
+	// Interface is the network's bridge. The sockets are bound to it
+	// (SO_BINDTODEVICE), so a query for Listen that arrives anywhere
+	// else (the LAN routing the subnet to the host, the host itself) finds
+	// nobody: the kernel answers port unreachable. Empty binds to no
+	// device, for tests on loopback.
+	Interface string
+	// Clients are the addresses served; queries from anywhere else are
+	// dropped (UDP, whose source may be forged) or REFUSED (TCP). Zero
+	// means Subnet; with neither, everyone.
+	Clients netip.Prefix
 	// Port to listen on; zero means 53. For tests, which cannot bind 53.
 	Port int
 }
@@ -86,6 +101,10 @@ type Server struct {
 	network    string // cfg.Network at New, for errors
 	log        *slog.Logger
 	resolvConf string
+	// refused counts queries from outside Clients; lastRefused (unix
+	// nanoseconds) rate-limits their warning.
+	refused     atomic.Uint64
+	lastRefused atomic.Int64
 
 	mu       sync.RWMutex // guards everything below
 	cfg      Config       // normalised: see normalise
@@ -148,6 +167,10 @@ func (s *Server) normalise(cfg Config) (Config, error) {
 	} else {
 		cfg.Domain = ""
 	}
+	if !cfg.Clients.IsValid() {
+		cfg.Clients = cfg.Subnet
+	}
+	cfg.Clients = cfg.Clients.Masked()
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -222,8 +245,8 @@ func (s *Server) Update(cfg Config) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.Listen != s.cfg.Listen || c.Port != s.cfg.Port {
-		return fmt.Errorf("updating dns server of network %q: listen address %s port %d cannot change (to %s port %d) without a restart", s.cfg.Network, s.cfg.Listen, s.cfg.Port, c.Listen, c.Port)
+	if c.Listen != s.cfg.Listen || c.Port != s.cfg.Port || c.Interface != s.cfg.Interface {
+		return fmt.Errorf("updating dns server of network %q: listen address %s port %d on %q cannot change (to %s port %d on %q) without a restart", s.cfg.Network, s.cfg.Listen, s.cfg.Port, s.cfg.Interface, c.Listen, c.Port, c.Interface)
 	}
 	// Say so when the upstreams go away, not on every reconcile.
 	if len(c.Upstreams) == 0 && len(s.cfg.Upstreams) > 0 {
@@ -243,11 +266,12 @@ func (s *Server) Start() error {
 		return fmt.Errorf("starting dns server of network %q: already started or closed", s.cfg.Network)
 	}
 	addr := netip.AddrPortFrom(s.cfg.Listen, uint16(s.cfg.Port)).String()
-	pc, err := net.ListenPacket("udp", addr)
+	lc := listenConfig(s.cfg.Interface)
+	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
 		return fmt.Errorf("starting dns server of network %q: %w", s.cfg.Network, err)
 	}
-	l, err := net.Listen("tcp", addr)
+	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		pc.Close()
 		return fmt.Errorf("starting dns server of network %q: %w", s.cfg.Network, err)
@@ -280,6 +304,25 @@ func (s *Server) Start() error {
 	s.udp, s.tcp = udp, tcp
 	s.log.Info("dns server started", "domain", s.cfg.Domain, "upstreams", s.cfg.Upstreams)
 	return nil
+}
+
+// listenConfig binds sockets to device iface, if any.
+func listenConfig(iface string) *net.ListenConfig {
+	if iface == "" {
+		return &net.ListenConfig{}
+	}
+	return &net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) {
+			err = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface)
+		}); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			return fmt.Errorf("binding to interface %q: %w", iface, err)
+		}
+		return nil
+	}}
 }
 
 // Close stops serving and waits (a few seconds at most) for queries in

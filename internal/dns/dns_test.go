@@ -119,6 +119,8 @@ func startServer(t *testing.T, mod func(*Config)) *Server {
 			Records: testRecords,
 			Timeout: 500 * time.Millisecond,
 			Port:    freePort(t),
+			// The test's clients are on loopback.
+			Clients: netip.MustParsePrefix("127.0.0.0/8"),
 		}
 		if mod != nil {
 			mod(&cfg)
@@ -358,18 +360,58 @@ func TestUpstreamsFromResolvConf(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	for name, cfg := range map[string]Config{
-		"no listen":       {Network: "dev"},
-		"wildcard listen": {Network: "dev", Listen: netip.MustParseAddr("0.0.0.0")},
-		"bad domain":      {Network: "dev", Listen: listenAddr, Domain: "a..b"},
-		"bad upstream":    {Network: "dev", Listen: listenAddr, Upstreams: []string{"dns.google"}},
-		"bad port":        {Network: "dev", Listen: listenAddr, Port: 70000},
+	// Each config must be refused for its own fault, with the message
+	// that says what is allowed.
+	const prefix = `dns config of network "dev": `
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no listen", Config{Network: "dev"}, `listen address "invalid IP" must be the network's gateway address, not empty or a wildcard (that would make an open resolver)`},
+		{"wildcard listen", Config{Network: "dev", Listen: netip.MustParseAddr("0.0.0.0")}, `listen address "0.0.0.0" must be the network's gateway address, not empty or a wildcard (that would make an open resolver)`},
+		{"bad domain", Config{Network: "dev", Listen: listenAddr, Domain: "a..b"}, `domain "a..b" is not a valid domain name`},
+		{"bad upstream", Config{Network: "dev", Listen: listenAddr, Upstreams: []string{"dns.google"}}, `upstream "dns.google" must be an IP address with an optional port, like 192.0.2.53 or [2001:db8::53]:53`},
+		{"bad port", Config{Network: "dev", Listen: listenAddr, Port: 70000}, "port 70000 must be between 1 and 65535"},
+		{"bad timeout", Config{Network: "dev", Listen: listenAddr, Timeout: -time.Second}, "timeout -1s must be positive"},
 	} {
-		if _, err := New(cfg, nil); err == nil {
-			t.Errorf("%s: New succeeded, want an error", name)
-		} else {
-			t.Logf("%s: %v", name, err)
+		_, err := New(tc.cfg, nil)
+		if err == nil || err.Error() != prefix+tc.want {
+			t.Errorf("%s: New() error = %v, want %s%s", tc.name, err, prefix, tc.want)
 		}
+	}
+}
+
+// TestOnlyClients: a query from outside the network's clients gets no
+// answer over UDP (its source may be forged) and REFUSED over TCP, before
+// anything is looked up or forwarded.
+func TestOnlyClients(t *testing.T) {
+	up := newFakeUpstream(t, false)
+	s := startServer(t, func(c *Config) {
+		c.Upstreams = []string{up.addr}
+		c.Clients = netip.Prefix{} // Subnet, 10.0.0.0/24: not loopback
+	})
+	for _, name := range []string{"web1.dev.kvm.", "example.com."} {
+		m := new(mdns.Msg)
+		m.SetQuestion(name, mdns.TypeA)
+		c := &mdns.Client{Net: "udp", Timeout: 300 * time.Millisecond}
+		if r, _, err := c.Exchange(m, s.Addr().String()); err == nil {
+			t.Errorf("udp %s from outside the subnet answered: %v", name, r)
+		}
+		c = &mdns.Client{Net: "tcp", Timeout: 2 * time.Second}
+		r, _, err := c.Exchange(m, s.Addr().String())
+		if err != nil {
+			t.Fatalf("tcp %s: %v", name, err)
+		}
+		if r.Rcode != mdns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("tcp %s from outside the subnet: rcode %s, %d answers; want REFUSED and none", name, mdns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	}
+	if got := up.asked(); len(got) != 0 {
+		t.Errorf("queries from outside were forwarded: %v", got)
+	}
+	if got := s.Refused(); got != 4 {
+		t.Errorf("Refused() = %d, want 4", got)
 	}
 }
 
@@ -469,5 +511,71 @@ func TestParseReverse(t *testing.T) {
 		if got != want {
 			t.Errorf("parseReverse(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestBurstWithStrangers: 10,000 guest queries from 50 clients at once,
+// while a stranger floods the server with as many: every guest query is
+// answered, no stranger's, and the server serves on.
+func TestBurstWithStrangers(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.Clients = netip.MustParsePrefix("127.0.0.1/32") })
+	const total, workers = 10000, 50
+	flood := make(chan struct{})
+	go func() {
+		defer close(flood)
+		// The stranger's source: another loopback address.
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 3)}, net.UDPAddrFromAddrPort(s.Addr()))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		m := new(mdns.Msg)
+		m.SetQuestion("web1.dev.kvm.", mdns.TypeA)
+		b, _ := m.Pack()
+		for i := 0; i < total; i++ {
+			conn.Write(b)
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &mdns.Client{Net: "udp", Timeout: 2 * time.Second}
+			for i := 0; i < total/workers; i++ {
+				m := new(mdns.Msg)
+				m.SetQuestion("web1.dev.kvm.", mdns.TypeA)
+				var r *mdns.Msg
+				var err error
+				// UDP: a query the kernel drops on a full buffer is
+				// asked again, as stub resolvers do.
+				for try := 0; try < 3; try++ {
+					if r, _, err = c.Exchange(m, s.Addr().String()); err == nil {
+						break
+					}
+				}
+				if err != nil || len(r.Answer) != 1 {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	<-flood
+	t.Logf("%d guest queries in %v, %d strangers' queries refused", total, time.Since(start), s.Refused())
+	if failed != 0 {
+		t.Errorf("%d of %d guest queries unanswered", failed, total)
+	}
+	if s.Refused() == 0 {
+		t.Error("no stranger's query reached the server")
+	}
+	if r := query(t, s, "udp", "web1.dev.kvm.", mdns.TypeA); len(r.Answer) != 1 {
+		t.Errorf("after the burst: %v", r)
 	}
 }

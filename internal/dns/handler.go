@@ -17,6 +17,19 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 	cfg := s.cfg
 	s.mu.RUnlock()
 
+	_, tcp := w.RemoteAddr().(*net.TCPAddr)
+	if !s.serves(cfg, w.RemoteAddr()) {
+		// Not a guest of this network. A UDP source may be forged, so
+		// nothing is sent back to it; over TCP the peer is real and
+		// told so.
+		if tcp {
+			m := new(mdns.Msg)
+			m.SetRcode(r, mdns.RcodeRefused)
+			w.WriteMsg(m)
+		}
+		return
+	}
+
 	if r.Response || r.Opcode != mdns.OpcodeQuery || len(r.Question) != 1 {
 		m := new(mdns.Msg)
 		if r.Opcode != mdns.OpcodeQuery {
@@ -27,7 +40,6 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 		w.WriteMsg(m)
 		return
 	}
-	_, tcp := w.RemoteAddr().(*net.TCPAddr)
 	if m := answerLocal(cfg, r); m != nil {
 		if !tcp {
 			// Keep UDP answers within what the client can take; it
@@ -43,6 +55,38 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 	}
 	w.WriteMsg(s.forward(cfg, r, tcp))
 }
+
+// serves reports whether the server answers a query from addr: the
+// network's guests only (Config.Clients), which the device binding makes
+// guests on its bridge.
+func (s *Server) serves(cfg Config, addr net.Addr) bool {
+	if !cfg.Clients.IsValid() {
+		return true
+	}
+	var ip netip.Addr
+	switch a := addr.(type) {
+	case *net.UDPAddr:
+		ip = a.AddrPort().Addr()
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	}
+	if ip = ip.Unmap(); ip.IsValid() && cfg.Clients.Contains(ip) {
+		return true
+	}
+	// Atomics, not the server's lock: a flood from outside must not
+	// queue the guests' queries behind it.
+	s.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastRefused.Load()
+	if now-last >= int64(failLogEvery) && s.lastRefused.CompareAndSwap(last, now) {
+		s.log.Warn("dns query from outside the network not answered", "from", addr.String(), "clients", cfg.Clients)
+	}
+	return false
+}
+
+// Refused returns how many queries came from outside Config.Clients and
+// were not answered.
+func (s *Server) Refused() uint64 { return s.refused.Load() }
 
 // zone is the guests' names and addresses, built per query from
 // Config.Records.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kvmnet/kvmnet/internal/apply"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
 )
@@ -24,37 +25,30 @@ import (
 // that one does too (enslaving is idempotent), and the converge that
 // follows undoes it if a new desired state no longer has the tap.
 func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
-	lg := e.Kernel
-	cfg, _, err := e.Desired()
+	whole, _, err := e.Desired()
 	if err != nil {
 		return false, err
 	}
+	cfg := e.linuxPart(whole)
 	for i := range cfg.Networks {
 		n := &cfg.Networks[i]
 		for _, p := range cfg.Ports(n.Name) {
 			if p.Iface.Tap != tap || p.Iface.CreateTap {
 				continue
 			}
-			l, ok, err := lg.LinkState(tap)
+			l, ok, err := e.Kernel.LinkState(tap)
 			if err != nil || !ok || l.Master == n.Bridge {
 				return false, err
 			}
-			br, ok, err := lg.LinkState(n.Bridge)
+			br, ok, err := e.Kernel.LinkState(n.Bridge)
 			if err != nil || !ok || br.Alias != plan.BridgeAlias(n.Name) {
 				return false, err
 			}
-			if err := e.Kernel.SetMaster(tap, n.Bridge); err != nil {
+			// The planner's own steps for one port, applied with
+			// rollback like any plan.
+			p2 := &plan.Plan{Actions: plan.AdoptPort(l, n.Bridge, p.Iface.Security.Isolated)}
+			if err := apply.Apply(ctx, e.Kernel, p2, apply.Hooks{}, e.Log); err != nil {
 				return false, err
-			}
-			if !l.Up {
-				if err := e.Kernel.SetUp(tap, true); err != nil {
-					return true, err
-				}
-			}
-			if p.Iface.Security.Isolated {
-				if err := e.Kernel.SetIsolated(tap, true); err != nil {
-					return true, err
-				}
 			}
 			ev := store.Event{Kind: "reconcile", Object: tap, Message: fmt.Sprintf("adopted tap %s of vm %q on bridge %s", tap, p.VM, n.Bridge)}
 			if err := e.Store.AddEvent(ev); err != nil {

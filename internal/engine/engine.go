@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvmnet/kvmnet/internal/apply"
+	"github.com/kvmnet/kvmnet/internal/backend"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -53,6 +55,12 @@ type Engine struct {
 	// Prober checks connectivity after an apply --confirm; nil probes the
 	// kernel's default gateway.
 	Prober Prober
+	// Backends are the backends besides this host's Linux datapath (which
+	// is Kernel), by the name networks give in backend:. Each is planned
+	// with its part of every file, an empty part too (so it removes what
+	// it holds when the file drops its last network), and applied after
+	// the Linux datapath.
+	Backends map[string]backend.Backend
 
 	// KeepInBackground keeps the parsed form of an edit's new revision in
 	// the store after the edit returns, otherwise in the revision's own
@@ -151,6 +159,11 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := e.checkBackends(cfg); err != nil {
+		return nil, nil, err
+	}
+	whole := cfg
+	cfg = e.linuxPart(cfg)
 	hosts := plan.NeedsHosts(cfg, orig) || (fresh && len(cfg.Networks) > 0)
 	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts})
 	if err != nil {
@@ -173,7 +186,38 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 	}
 	opt := plan.Options{Originals: orig, Claim: claim, Leases: active, Listeners: e.Kernel.Listeners}
 	p, err := plan.Build(cfg, obs, opt)
-	return p, obs, err
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(e.Backends)) {
+		bp, err := e.Backends[name].Plan(ctx, whole.ForBackend(name))
+		if err != nil {
+			return nil, nil, fmt.Errorf("planning backend %q: %w", name, err)
+		}
+		p.Parts = append(p.Parts, plan.Part{Backend: name, Plan: bp})
+	}
+	return p, obs, nil
+}
+
+// linuxPart is the part of cfg this host's Linux datapath carries.
+func (e *Engine) linuxPart(cfg *model.Config) *model.Config {
+	if len(e.Backends) == 0 {
+		return cfg // every network is linux's (checkBackends)
+	}
+	return cfg.ForBackend(model.BackendLinux)
+}
+
+// checkBackends refuses networks that name a backend the engine lacks.
+func (e *Engine) checkBackends(cfg *model.Config) error {
+	var errs []error
+	for i, n := range cfg.Networks {
+		if _, ok := e.Backends[n.Backend]; ok || n.Backend == model.BackendLinux || n.Backend == "" {
+			continue
+		}
+		have := append([]string{model.BackendLinux}, slices.Sorted(maps.Keys(e.Backends))...)
+		errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].backend", i), "%q is not a backend of this kvmnet (it has: %s)", n.Backend, strings.Join(have, ", ")))
+	}
+	return errors.Join(errs...)
 }
 
 // ApplyOptions are what the user of an apply consents to.
@@ -392,12 +436,16 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 	e.Log.Info("applying", "actions", p.Summary(), "waiting", len(p.Waiting))
 	j := journal{e.Journal}
 	hooks := apply.Hooks{BeforeSysctl: e.Store.SetOriginal, BeforeCreate: j.add, BeforeConvert: e.keepUplink}
-	if err := apply.Apply(ctx, e.Kernel, p, hooks, e.Log); err != nil {
+	revert, err := apply.Run(ctx, e.Kernel, p, hooks, e.Log)
+	if err != nil {
 		var ae *apply.Error
 		if errors.As(err, &ae) && ae.Rollback == nil {
 			err = errors.Join(err, j.clear())
 		}
 		return p, err
+	}
+	if err := e.applyParts(ctx, p, revert); err != nil {
+		return p, errors.Join(err, j.clear())
 	}
 	if err := j.clear(); err != nil {
 		return p, err
@@ -429,6 +477,37 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 		}
 	}
 	return p, errors.Join(errs...)
+}
+
+// applyParts applies the other backends' plans after the Linux one. When
+// one fails (and has undone its own steps), those applied before it are
+// reverted, last first, and the Linux datapath by revert.
+func (e *Engine) applyParts(ctx context.Context, p *plan.Plan, revert func() error) error {
+	var done []plan.Part
+	for _, part := range p.Parts {
+		if part.Plan.Empty() {
+			continue
+		}
+		err := e.Backends[part.Backend].Apply(ctx, part.Plan)
+		if err == nil {
+			done = append(done, part)
+			continue
+		}
+		var errs []error
+		for i := len(done) - 1; i >= 0; i-- {
+			if rerr := e.Backends[done[i].Backend].Revert(context.Background(), done[i].Plan); rerr != nil {
+				errs = append(errs, fmt.Errorf("reverting backend %q: %w", done[i].Backend, rerr))
+			}
+		}
+		if rerr := revert(); rerr != nil {
+			errs = append(errs, fmt.Errorf("reverting the linux datapath: %w", rerr))
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("applying backend %q: %w; reverting what was applied before it also failed, the host may be half-changed (run the apply again): %w", part.Backend, err, errors.Join(errs...))
+		}
+		return fmt.Errorf("applying backend %q: %w; everything applied before it was reverted, nothing changed", part.Backend, err)
+	}
+	return nil
 }
 
 // keepUplink records an uplink's configuration before its first

@@ -77,6 +77,10 @@ var states = []struct{ name, doc string }{
 	{"forwards", strings.Replace(natHost, "egress: eth0}\n  - {name: test", "egress: eth0, forwards: [{port: 8080, to: \"web1:80\"}, {proto: udp, port: 5000-5002, to: web1, from: [203.0.113.0/24]}]}\n  - {name: test", 1)},
 	{"one-forward-less", strings.Replace(natHost, "egress: eth0}\n  - {name: test", "egress: eth0, forwards: [{port: 8080, to: \"web1:80\"}]}\n  - {name: test", 1)},
 	{"ports-without-security", strings.Replace(natHost, "tap: db1-0}", "tap: db1-0, security: {spoofguard: false, isolated: true, maxConnections: 0}}", 1)},
+	{"subnet-and-mtu-change", strings.Replace(strings.Replace(natHost, "{name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}", "{name: dev, mode: nat, subnet: 10.10.0.0/24, mtu: 9000, egress: eth0}", 1),
+		"ip: 192.168.100.10", "ip: 10.10.0.10", 1)},
+	{"port-moves-network", strings.Replace(strings.Replace(natHost, "{name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}", "{name: dev, mode: nat, subnet: 10.10.0.0/24, mtu: 9000, egress: eth0}", 1),
+		"{network: dev, mac: \"52:54:00:00:00:10\", ip: 192.168.100.10, tap: web1-0}", "{network: test, mac: \"52:54:00:00:00:10\", tap: web1-0}", 1)},
 	{"hybrid", hybridDoc()},
 	{"nat-again", natHost},
 	{"one-network", "networks:\n  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0}\nvms:\n  - name: web1\n    interfaces: [{network: dev, mac: \"52:54:00:00:00:10\", tap: web1-0}]\n"},
@@ -178,4 +182,44 @@ type reads interface {
 	LinkState(name string) (plan.Link, bool, error)
 	DropCounters() (map[string]map[string]uint64, error)
 	DefaultGateway() (netip.Addr, error)
+}
+
+// TestAttachPort adopts a tap that appears after the apply, through the
+// planner's steps for one port; a failure halfway leaves it as it was.
+func TestAttachPort(t *testing.T) {
+	k := fakeHost()
+	if err := k.DeleteLink("db1-0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg, err := model.Parse("nat.yaml", []byte(natHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fakeEngine(t, k)
+	if _, err := e.Apply(ctx, cfg, []byte(natHost), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.AddTap("db1-0", plan.TapSpec{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	before := k.Dump()
+	// A kernel that fails the second call (bringing the tap up).
+	e.Kernel = &injecting{Failing: &applytest.Failing{K: k, N: 2}, reads: k}
+	if _, err := e.AttachPort(ctx, "db1-0"); !errors.Is(err, applytest.ErrInjected) {
+		t.Fatalf("AttachPort with a failing kernel: %v", err)
+	}
+	if got := k.Dump(); got != before {
+		t.Fatalf("a failed adoption left the kernel changed:\n%s", got)
+	}
+	e.Kernel = k
+	if done, err := e.AttachPort(ctx, "db1-0"); err != nil || !done {
+		t.Fatalf("AttachPort: %v, %v", done, err)
+	}
+	if l, _, _ := k.LinkState("db1-0"); l.Master != "kv-dev" || !l.Up {
+		t.Errorf("db1-0 after AttachPort: %+v", l)
+	}
+	if done, err := e.AttachPort(ctx, "db1-0"); err != nil || done {
+		t.Errorf("AttachPort of an attached tap: %v, %v", done, err)
+	}
 }

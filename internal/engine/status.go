@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -14,8 +16,11 @@ import (
 
 // NetworkStatus is one row of `kvmnet get networks`.
 type NetworkStatus struct {
-	Name    string `json:"name"`
-	Mode    string `json:"mode"`
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	// Backend carries the network (linux: this host's bridges and
+	// nftables).
+	Backend string `json:"backend"`
 	Bridge  string `json:"bridge"`
 	Subnet  string `json:"subnet,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
@@ -94,10 +99,11 @@ type PoolStatus struct {
 
 // Status joins the desired state, a fresh observation and the leases.
 func (e *Engine) Status(ctx context.Context) (*Status, error) {
-	cfg, rev, err := e.Desired()
+	whole, rev, err := e.Desired()
 	if err != nil {
 		return nil, err
 	}
+	cfg := e.linuxPart(whole)
 	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: len(plan.UplinkBridges(cfg)) > 0})
 	if err != nil {
 		return nil, err
@@ -113,6 +119,16 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	}
 	for i := range st.VMs {
 		st.VMs[i].Drops = drops[st.VMs[i].Tap]
+	}
+	for _, name := range slices.Sorted(maps.Keys(e.Backends)) {
+		nets, err := e.Backends[name].Networks(ctx, whole.ForBackend(name))
+		if err != nil {
+			return nil, fmt.Errorf("reading the networks of backend %q: %w", name, err)
+		}
+		for _, n := range nets {
+			st.Networks = append(st.Networks, NetworkStatus{Name: n.Name, Mode: n.Mode, Backend: name, State: n.State,
+				Ports: n.Ports, Attached: n.Attached, Notes: n.Notes})
+		}
 	}
 	return st, nil
 }
@@ -147,15 +163,10 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 	}
 	uplinkBridge := plan.UplinkBridges(cfg)
 	for _, n := range cfg.Networks {
-		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
+		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Backend: model.BackendLinux, Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
 		if n.Mode == model.ModeNAT {
 			ns.Subnet, ns.Gateway = n.Subnet.String(), n.Gateway.String()
-			if ns.Egress == "" {
-				ns.Egress = obs.DefaultRouteLink
-			}
-			if b, ok := uplinkBridge[ns.Egress]; ok {
-				ns.Egress = b // the uplink is a bridge port: traffic leaves through the bridge
-			}
+			ns.Egress, _ = plan.Egress(&n, obs.DefaultRouteLink, uplinkBridge)
 		}
 		if l, ok := obs.Links[n.Bridge]; ok {
 			ns.State = "down"

@@ -14,6 +14,7 @@ import (
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
+	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
 	"github.com/kvmnet/kvmnet/internal/kernel/sockets"
 	"github.com/kvmnet/kvmnet/internal/kernel/sysctl"
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -161,6 +162,27 @@ func (h *Host) DropCounters() (map[string]map[string]uint64, error) {
 // WatchRuleset reports deletions in the namespace's nftables ruleset.
 func (h *Host) WatchRuleset(done <-chan struct{}) (<-chan struct{}, error) {
 	return nft.WatchDeletions(int(h.ns), done)
+}
+
+// WatchLinks reports link and address changes in the host's namespace
+// until done is closed (see link.Handle.Watch).
+func (h *Host) WatchLinks(done <-chan struct{}) (<-chan link.Event, error) {
+	return h.Link.Watch(done)
+}
+
+// ReadSysctl reads one sysctl of the host's namespace.
+func (h *Host) ReadSysctl(key string) (v string, err error) {
+	err = h.inNS("reading sysctl "+key, func() error {
+		v, err = h.Sysctl.Get(key)
+		return err
+	})
+	return v, err
+}
+
+// Snoop watches the DHCP replies leaving through the ports want accepts
+// (see snoop.Watch); its socket is made in the host's namespace.
+func (h *Host) Snoop(ctx context.Context, want func(port string) bool, out chan<- snoop.Reply) error {
+	return h.inNS("snooping dhcp", func() error { return snoop.Watch(ctx, want, out) })
 }
 
 // AddBridge implements apply.Kernel.

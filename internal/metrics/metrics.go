@@ -130,6 +130,7 @@ type Metrics struct {
 	applyDuration     *prometheus.HistogramVec
 	reconcileDuration *prometheus.HistogramVec
 	driftRepairs      *prometheus.CounterVec
+	dhcpIgnored       *prometheus.CounterVec
 }
 
 // New creates the registry with kvmnet's collectors over opt, the
@@ -162,6 +163,11 @@ func New(opt Options) *Metrics {
 			Name:      "drift_repairs_total",
 			Help:      "Repairs of drift the reconcile loop made, by kind of repair action.",
 		}, []string{"kind"}),
+		dhcpIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace,
+			Name:      "dhcp_ignored_total",
+			Help:      "DHCP client messages the server refused to act on, by network, message type (DECLINE, RELEASE, ...) and reason: source (not from the subnet), chaddr (names a MAC other than the frame's source), other-port (a MAC of another port), relay, decline-rate, not-held (an address the client does not hold).",
+		}, []string{"network", "type", "reason"}),
 	}
 	for _, r := range []string{ResultOK, ResultError} {
 		// Series exist from the start, so rate() works from the first apply.
@@ -169,7 +175,7 @@ func New(opt Options) *Metrics {
 		m.reconcileDuration.WithLabelValues(r)
 	}
 	m.reg.MustRegister(
-		m.applyDuration, m.reconcileDuration, m.driftRepairs,
+		m.applyDuration, m.reconcileDuration, m.driftRepairs, m.dhcpIgnored,
 		newKernelCollector(opt, log),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -190,6 +196,12 @@ func (m *Metrics) ObserveApply(d time.Duration, err error) {
 // outcome.
 func (m *Metrics) ObserveReconcile(d time.Duration, err error) {
 	m.reconcileDuration.WithLabelValues(result(err)).Observe(d.Seconds())
+}
+
+// DHCPIgnored counts one DHCP client message of type typ that the server
+// of network refused, for reason (see dhcp.Ignored).
+func (m *Metrics) DHCPIgnored(network, typ, reason string) {
+	m.dhcpIgnored.WithLabelValues(network, typ, reason).Inc()
 }
 
 func result(err error) string {

@@ -24,7 +24,7 @@ import (
 // Keys each mapping accepts, in the order messages list them.
 var (
 	topKeys       = []string{"networks", "vms"}
-	networkKeys   = []string{"name", "mode", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards"}
+	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
 	forwardKeys   = []string{"proto", "port", "to", "from", "listen", "rateLimit", "force"}
@@ -537,6 +537,8 @@ func (d *decoder) network(path string, n ast.Node) Network {
 			nw.Name = d.str(p, v)
 		case "mode":
 			nw.Mode = Mode(d.str(p, v))
+		case "backend":
+			nw.Backend = d.str(p, v)
 		case "bridge":
 			nw.Bridge = d.str(p, v)
 		case "mtu":

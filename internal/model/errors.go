@@ -89,6 +89,7 @@ func Errors(err error) []*Error {
 // A setting an edit gave (Config.WithForward) is named by its argument
 // instead: "kvmnet forward add: --port: ...".
 func (c *Config) Errorf(path string, format string, args ...any) *Error {
+	path = c.originPath(path)
 	e := &Error{File: c.Source, Path: path, Msg: fmt.Sprintf(format, args...)}
 	if p, ok := c.Positions.find(path); ok {
 		e.Line, e.Column = p.line, p.col

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,9 +31,15 @@ func FuzzParse(f *testing.F) {
 			if len(errs) == 0 {
 				t.Fatalf("error without *Error: %v", err)
 			}
+			// YAML breaks lines at \n, \r\n and a lone \r alike (a
+			// file with old Mac line ends is as many lines as it shows).
+			lines := 1 + bytes.Count(bytes.ReplaceAll(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\r"), []byte("\n")), []byte("\n"))
 			for _, e := range errs {
 				if e.File != "fuzz.yaml" || e.Msg == "" {
 					t.Fatalf("malformed error %+v", e)
+				}
+				if e.Line < 1 || e.Line > lines || e.Column < 1 {
+					t.Fatalf("error without a position inside the file (%d lines): %+v\ninput:\n%s", lines, e, data)
 				}
 			}
 			return

@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		Networks: []Network{{
 			Name:    "dev",
 			Mode:    ModeNAT,
+			Backend: BackendLinux,
 			Bridge:  "kv-dev",
 			Subnet:  prefix("192.168.100.0/24"),
 			Gateway: ip("192.168.100.1"),
@@ -48,6 +49,7 @@ func TestDefaults(t *testing.T) {
 		}, {
 			Name:    "test",
 			Mode:    ModeNAT,
+			Backend: BackendLinux,
 			Bridge:  "kv-test",
 			Subnet:  prefix("192.168.200.0/24"),
 			Gateway: ip("192.168.200.1"),

@@ -73,6 +73,9 @@ func (w *writer) network(n *Network) {
 	w.item()
 	w.kv(in, "name", n.Name)
 	w.kv(in, "mode", string(n.Mode))
+	if n.Backend != BackendLinux {
+		w.kv(in, "backend", n.Backend)
+	}
 	w.kv(in, "bridge", n.Bridge)
 	w.integer(in, "mtu", n.MTU)
 	w.kv(in, "uplink", n.Uplink)

@@ -53,6 +53,9 @@ type Config struct {
 	// own: Positions.Equal always reports true, so comparing two Configs
 	// with go-cmp compares only what they say.
 	Positions *Positions `yaml:"-" json:"-"`
+	// Part, on a part of a file (ForBackend), maps its networks and VMs
+	// to their places in the whole; nil for a whole file.
+	Part *Part `yaml:"-" json:"-"`
 }
 
 // Network is one entry of `networks:`.
@@ -62,6 +65,11 @@ type Network struct {
 	Name string `yaml:"name"`
 	// Mode is bridged or nat.
 	Mode Mode `yaml:"mode"`
+	// Backend names the datapath that carries the network: linux (the
+	// default, BackendLinux: bridges, taps and nftables on this host) or
+	// another the engine has (ovn, for a network spanning hosts). Parse
+	// checks only its spelling; the engine refuses a backend it lacks.
+	Backend string `yaml:"backend"`
 	// Bridge is the bridge device's name. Default: "kv-" + Name, cut to 15
 	// characters (IFNAMSIZ-1). Unique across networks, and different from
 	// every uplink and tap.

@@ -141,6 +141,13 @@ func (k *checker) network(i int) {
 		}
 	}
 
+	switch {
+	case !k.pos.has(p + ".backend"):
+		n.Backend = BackendLinux
+	case !validName(n.Backend):
+		k.errorf(p+".backend", "%q is not a backend name (want linux, the default, or another backend's name: %s)", n.Backend, nameRule)
+	}
+
 	if k.pos.has(p + ".bridge") {
 		if prob := ifNameProblem(n.Bridge); prob != "" {
 			example := "br-guests"

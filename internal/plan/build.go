@@ -64,187 +64,227 @@ type desiredPort struct {
 //  8. ports that left are released, and links kvmnet no longer needs are
 //     deleted last, so guests keep working until the new state stands.
 func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
-	var errs []error
-	var (
-		create, convert, enslave, addrAdd, addrDel, restore, need, release, del []Action
-	)
-	// Uplinks of bridged networks, to their bridges: a nat network whose
-	// egress is one leaves through the bridge. uplinks are the stored
-	// configurations of uplinks from before their conversion.
-	uplinkBridge := UplinkBridges(cfg)
-	uplinks := opt.uplinkOriginals()
-	wantUplinks := map[string]bool{}
-	natNets := 0
-	defaultLink := obs.DefaultRouteLink
-	if defaultLink == "" {
-		defaultLink = defaultAfterConversion(cfg, obs, uplinks)
-	}
-	p := &Plan{}
-	errs = append(errs, hostOverlaps(cfg, obs)...)
-	wantBridges := map[string]bool{}
-	wantPorts := map[string]desiredPort{}
-	elems := Elements{}
-	belems := Elements{} // the bridge table's
-	classes := map[RateClass]bool{}
-	storms := map[StormClass]bool{}
-	connLimits := map[int]bool{}
+	b := newBuilder(cfg, obs, opt)
+	// Each concern plans into its own group of actions; the groups are
+	// composed below in the order above.
+	b.errs = append(b.errs, hostOverlaps(cfg, obs)...)
 	for i := range cfg.Networks {
-		n := &cfg.Networks[i]
-		if n.Mode == model.ModeBridged {
-			bc, bv, err := bridgedNetwork(cfg, i, obs, opt, uplinks)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			create = append(create, bc...)
-			convert = append(convert, bv...)
-			wantBridges[n.Bridge] = true
-			wantUplinks[n.Uplink] = true
-			errs = append(errs, ports(cfg, n, opt, wantPorts, elems, belems, storms, connLimits)...)
-			continue
-		}
-		natNets++
-		egress := n.Egress
-		// An egress that becomes a bridge port leaves its place to the
-		// bridge; until the bridge exists, its addresses are the uplink's.
-		listenOn := ""
-		if b, ok := uplinkBridge[egress]; ok {
-			egress, listenOn = b, egress
-		}
-		if egress == "" {
-			egress = defaultLink
-			if b, ok := uplinkBridge[egress]; ok {
-				egress, listenOn = b, egress
-			}
-			if egress == "" {
-				errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
-					"network %q: no egress given and the host has no IPv4 default route; set egress: to the interface traffic should leave through (interfaces: %s)", n.Name, strings.Join(obs.Names(), ", ")))
-				continue
-			}
-		} else if _, ok := obs.Links[egress]; !ok && listenOn == "" {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
-				"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
-			continue
-		}
-		if egress == n.Bridge {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
-				"network %q: egress %q is the network's own bridge; name the uplink interface instead", n.Name, egress))
-			continue
-		}
-		if l, ok := obs.Links[n.Bridge]; ok && opt.claimed(l) {
-			create = append(create, Action{Op: OpSetAlias, Link: n.Bridge, Alias: BridgeAlias(n.Name)})
-			l.Alias = BridgeAlias(n.Name)
-			obs.Links[n.Bridge] = l
-		}
-		if l, ok := obs.Links[n.Bridge]; ok && !IsOwnedBridge(l) {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
-				"network %q: a link named %q exists and is not kvmnet's (kind %s, alias %q); set bridge: to another name or remove that link", n.Name, n.Bridge, l.Kind, l.Alias))
-			continue
-		} else if ok && l.Alias != BridgeAlias(n.Name) {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
-				"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias))
-			continue
-		}
-		wantBridges[n.Bridge] = true
-		gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
-		l, exists := obs.Links[n.Bridge]
-		if !exists {
-			create = append(create,
-				Action{Op: OpAddBridge, Link: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
-				Action{Op: OpSetUp, Link: n.Bridge, Up: true})
-			addrAdd = append(addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+		if cfg.Networks[i].Mode == model.ModeBridged {
+			b.bridged(i)
 		} else {
-			if n.MTU != 0 && l.MTU != n.MTU {
-				create = append(create, Action{Op: OpSetMTU, Link: n.Bridge, MTU: n.MTU, PrevMTU: l.MTU})
-			}
-			if !l.Up {
-				create = append(create, Action{Op: OpSetUp, Link: n.Bridge, Up: true})
-			}
-			if !slices.Contains(l.Addrs, gw) {
-				addrAdd = append(addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
-			}
-			for _, a := range l.Addrs {
-				if a != gw {
-					addrDel = append(addrDel, Action{Op: OpDelAddr, Link: n.Bridge, Addr: a})
-				}
-			}
-		}
-		errs = append(errs, ports(cfg, n, opt, wantPorts, elems, belems, storms, connLimits)...)
-		elems[SetNATIfs] = append(elems[SetNATIfs], n.Bridge)
-		elems[SetNATSame] = append(elems[SetNATSame], n.Bridge+" . "+n.Bridge)
-		elems[SetNATOut] = append(elems[SetNATOut], n.Bridge+" . "+egress)
-		elems[SetMasq] = append(elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
-		elems[SetHairpin] = append(elems[SetHairpin], n.Subnet.Masked().String()+" . "+n.Bridge)
-		if _, ok := obs.Links[egress]; ok || listenOn == "" {
-			listenOn = egress
-		}
-		if err := forwards(cfg, i, egress, listenOn, obs, elems, classes, p); err != nil {
-			errs = append(errs, err)
+			b.nat(i)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(b.errs...); err != nil {
 		return nil, err
 	}
+	b.ports()
+	b.collect()
+	b.sysctls()
+	if err := b.tables(); err != nil {
+		return nil, err
+	}
+	// Connections through revoked forwards are cut last, once nothing can
+	// roll the forward back in. tc (QoS) will come after the ports it
+	// shapes exist and before the firewall lets traffic through.
+	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
+		b.p.Actions = append(b.p.Actions, group...)
+	}
+	b.p.Removal = removal(b.p, obs)
+	return b.p, nil
+}
 
-	// Ports, in tap name order so plans are stable.
-	for _, name := range sortedKeys(wantPorts) {
-		dp := wantPorts[name]
-		l, exists := obs.Links[name]
-		switch {
-		case !exists && dp.create:
-			create = append(create, Action{Op: OpAddTap, Link: name, Tap: dp.spec, Alias: TapAlias(dp.vm)})
-			enslave = append(enslave,
-				Action{Op: OpSetMaster, Link: name, Master: dp.bridge},
-				Action{Op: OpSetUp, Link: name, Up: true})
-		case !exists:
-			p.Waiting = append(p.Waiting, name)
-		default:
-			if dp.create && opt.claimed(l) {
-				// A tap kvmnet created but could not mark (killed in
-				// between): claim it, so destroy removes it.
-				create = append(create, Action{Op: OpSetAlias, Link: name, Alias: TapAlias(dp.vm), PrevAlias: l.Alias})
-			}
-			if l.Master != dp.bridge {
-				enslave = append(enslave, Action{Op: OpSetMaster, Link: name, Master: dp.bridge, PrevMaster: l.Master})
-			}
-			if !l.Up {
-				enslave = append(enslave, Action{Op: OpSetUp, Link: name, Up: true})
-			}
+// builder is one Build: the observation and options, what the concerns
+// want, and the group of actions each plans into.
+type builder struct {
+	cfg *model.Config
+	obs *Observed
+	opt Options
+	p   *Plan
+
+	errs []error
+	// The groups of actions, composed by Build in its documented order.
+	create, convert, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
+
+	// uplinkBridge maps uplinks of bridged networks to their bridges: a
+	// nat network whose egress is one leaves through the bridge. uplinks
+	// are the stored configurations of uplinks from before their
+	// conversion.
+	uplinkBridge map[string]string
+	uplinks      map[string]Uplink
+	defaultLink  string
+	natNets      int
+
+	wantBridges, wantUplinks map[string]bool
+	wantPorts                map[string]desiredPort
+	// elems and belems are the inet and bridge tables' elements.
+	elems, belems Elements
+	classes       map[RateClass]bool
+	storms        map[StormClass]bool
+	connLimits    map[int]bool
+}
+
+func newBuilder(cfg *model.Config, obs *Observed, opt Options) *builder {
+	b := &builder{cfg: cfg, obs: obs, opt: opt, p: &Plan{},
+		uplinkBridge: UplinkBridges(cfg), uplinks: opt.uplinkOriginals(),
+		wantBridges: map[string]bool{}, wantUplinks: map[string]bool{}, wantPorts: map[string]desiredPort{},
+		elems: Elements{}, belems: Elements{},
+		classes: map[RateClass]bool{}, storms: map[StormClass]bool{}, connLimits: map[int]bool{}}
+	b.defaultLink = obs.DefaultRouteLink
+	if b.defaultLink == "" {
+		b.defaultLink = defaultAfterConversion(cfg, obs, b.uplinks)
+	}
+	return b
+}
+
+// bridged plans bridged network i: its bridge and the uplink's conversion
+// (see bridgedNetwork), and its ports.
+func (b *builder) bridged(i int) {
+	n := &b.cfg.Networks[i]
+	bc, bv, err := bridgedNetwork(b.cfg, i, b.obs, b.opt, b.uplinks)
+	if err != nil {
+		b.errs = append(b.errs, err)
+		return
+	}
+	b.create = append(b.create, bc...)
+	b.convert = append(b.convert, bv...)
+	b.wantBridges[n.Bridge] = true
+	b.wantUplinks[n.Uplink] = true
+	b.errs = append(b.errs, ports(b.cfg, n, b.opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
+}
+
+// nat plans nat network i: its egress, its bridge and gateway address,
+// its ports, its elements of the inet table and its forwards.
+func (b *builder) nat(i int) {
+	cfg, obs, opt := b.cfg, b.obs, b.opt
+	n := &cfg.Networks[i]
+	b.natNets++
+	egress, listenOn := Egress(n, b.defaultLink, b.uplinkBridge)
+	if n.Egress == "" {
+		if egress == "" {
+			b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+				"network %q: no egress given and the host has no IPv4 default route; set egress: to the interface traffic should leave through (interfaces: %s)", n.Name, strings.Join(obs.Names(), ", ")))
+			return
 		}
-		// The isolated flag belongs to the bridge port: set it once the
-		// port is enslaved (a new port starts without it).
-		if exists || dp.create {
-			wasIsolated := exists && l.Master == dp.bridge && l.Isolated
-			if dp.isolated != wasIsolated {
-				enslave = append(enslave, Action{Op: OpIsolate, Link: name, Up: dp.isolated})
-			}
+	} else if _, ok := obs.Links[egress]; !ok && listenOn == "" {
+		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
+			"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
+		return
+	}
+	if egress == n.Bridge {
+		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
+			"network %q: egress %q is the network's own bridge; name the uplink interface instead", n.Name, egress))
+		return
+	}
+	if l, ok := obs.Links[n.Bridge]; ok && opt.claimed(l) {
+		b.create = append(b.create, Action{Op: OpSetAlias, Link: n.Bridge, Alias: BridgeAlias(n.Name)})
+		l.Alias = BridgeAlias(n.Name)
+		obs.Links[n.Bridge] = l
+	}
+	if l, ok := obs.Links[n.Bridge]; ok && !IsOwnedBridge(l) {
+		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+			"network %q: a link named %q exists and is not kvmnet's (kind %s, alias %q); set bridge: to another name or remove that link", n.Name, n.Bridge, l.Kind, l.Alias))
+		return
+	} else if ok && l.Alias != BridgeAlias(n.Name) {
+		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d]", i),
+			"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias))
+		return
+	}
+	b.wantBridges[n.Bridge] = true
+	b.natBridge(n)
+	b.errs = append(b.errs, ports(cfg, n, opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
+	b.elems[SetNATIfs] = append(b.elems[SetNATIfs], n.Bridge)
+	b.elems[SetNATSame] = append(b.elems[SetNATSame], n.Bridge+" . "+n.Bridge)
+	b.elems[SetNATOut] = append(b.elems[SetNATOut], n.Bridge+" . "+egress)
+	b.elems[SetMasq] = append(b.elems[SetMasq], n.Subnet.Masked().String()+" . "+egress)
+	b.elems[SetHairpin] = append(b.elems[SetHairpin], n.Subnet.Masked().String()+" . "+n.Bridge)
+	if _, ok := obs.Links[egress]; ok || listenOn == "" {
+		listenOn = egress
+	}
+	if err := forwards(cfg, i, egress, listenOn, obs, b.elems, b.classes, b.p); err != nil {
+		b.errs = append(b.errs, err)
+	}
+}
+
+// natBridge plans nat network n's bridge (created, its MTU, up) and its
+// gateway address, the only address it keeps.
+func (b *builder) natBridge(n *model.Network) {
+	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
+	l, exists := b.obs.Links[n.Bridge]
+	if !exists {
+		b.create = append(b.create,
+			Action{Op: OpAddBridge, Link: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
+			Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+		b.addrAdd = append(b.addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+		return
+	}
+	if n.MTU != 0 && l.MTU != n.MTU {
+		b.create = append(b.create, Action{Op: OpSetMTU, Link: n.Bridge, MTU: n.MTU, PrevMTU: l.MTU})
+	}
+	if !l.Up {
+		b.create = append(b.create, Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+	}
+	if !slices.Contains(l.Addrs, gw) {
+		b.addrAdd = append(b.addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+	}
+	for _, a := range l.Addrs {
+		if a != gw {
+			b.addrDel = append(b.addrDel, Action{Op: OpDelAddr, Link: n.Bridge, Addr: a})
 		}
 	}
+}
 
-	// What kvmnet owns and no longer wants.
+// ports plans the VM interfaces the networks want, in tap name order so
+// plans are stable: taps kvmnet creates, ports enslaved, taps waited for.
+func (b *builder) ports() {
+	for _, name := range sortedKeys(b.wantPorts) {
+		dp := b.wantPorts[name]
+		l, exists := b.obs.Links[name]
+		switch {
+		case !exists && dp.create:
+			b.create = append(b.create, Action{Op: OpAddTap, Link: name, Tap: dp.spec, Alias: TapAlias(dp.vm)})
+			b.enslave = appendAdoptPort(b.enslave, Link{Name: name}, dp.bridge, dp.isolated)
+		case !exists:
+			b.p.Waiting = append(b.p.Waiting, name)
+		default:
+			if dp.create && b.opt.claimed(l) {
+				// A tap kvmnet created but could not mark (killed in
+				// between): claim it, so destroy removes it.
+				b.create = append(b.create, Action{Op: OpSetAlias, Link: name, Alias: TapAlias(dp.vm), PrevAlias: l.Alias})
+			}
+			b.enslave = appendAdoptPort(b.enslave, l, dp.bridge, dp.isolated)
+		}
+	}
+}
+
+// collect plans away what kvmnet owns and no longer wants: its taps
+// deleted, adopted taps set free, uplinks given their configuration back,
+// its bridges deleted (taps before bridges: see apply's recreate).
+func (b *builder) collect() {
+	obs, opt := b.obs, b.opt
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
-		if _, wanted := wantPorts[name]; wanted || wantUplinks[name] {
+		if _, wanted := b.wantPorts[name]; wanted || b.wantUplinks[name] {
 			continue
 		}
-		if u, ok := uplinks[name]; ok && l.Master != "" && l.Master == u.Bridge {
+		if u, ok := b.uplinks[name]; ok && l.Master != "" && l.Master == u.Bridge {
 			continue // released below, with its addresses
 		}
 		switch {
 		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
 			gone := l
-			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+			b.del = append(b.del, Action{Op: OpDelLink, Link: name, Gone: &gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
 			// An adopted tap that left the config is set free, not deleted:
 			// it belongs to libvirt or qemu.
-			release = append(release, Action{Op: OpSetMaster, Link: name, Master: "", PrevMaster: l.Master})
+			b.release = append(b.release, Action{Op: OpSetMaster, Link: name, Master: "", PrevMaster: l.Master})
 		}
 	}
-	for _, name := range sortedKeys(uplinks) {
-		if wantUplinks[name] {
+	for _, name := range sortedKeys(b.uplinks) {
+		if b.wantUplinks[name] {
 			continue
 		}
-		u := uplinks[name]
+		u := b.uplinks[name]
 		l, ok := obs.Links[name]
 		if !ok {
 			continue // the uplink is gone; nothing to give back to
@@ -254,71 +294,111 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 				// The bridge went away with the host's addresses (ip link
 				// del): give them back to the uplink all the same.
 				u.Bridge = ""
-				release = append(release, Action{Op: OpRelease, Link: name, Uplink: &u})
+				b.release = append(b.release, Action{Op: OpRelease, Link: name, Uplink: &u})
 			}
 			continue
 		}
-		release = append(release, Action{Op: OpRelease, Link: name, Uplink: &u})
+		b.release = append(b.release, Action{Op: OpRelease, Link: name, Uplink: &u})
 	}
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
-		if (IsOwnedBridge(l) || opt.claimed(l) && l.Kind == "bridge") && !wantBridges[name] {
+		if (IsOwnedBridge(l) || opt.claimed(l) && l.Kind == "bridge") && !b.wantBridges[name] {
 			gone := l
 			for _, p := range obs.Names() {
 				if obs.Links[p].Master == name {
 					gone.Ports = append(gone.Ports, obs.Links[p])
 				}
 			}
-			del = append(del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+			b.del = append(b.del, Action{Op: OpDelLink, Link: name, Gone: &gone})
 		}
 	}
+}
 
-	// Sysctls.
-	if natNets > 0 {
-		if cur := obs.Sysctls[SysctlIPForward]; cur != "1" {
-			need = append(need, Action{Op: OpSysctl, Key: SysctlIPForward, Value: "1", Prev: cur})
+// sysctls plans ip_forward: on while nat networks exist, else back to
+// what it was before kvmnet.
+func (b *builder) sysctls() {
+	if b.natNets > 0 {
+		if cur := b.obs.Sysctls[SysctlIPForward]; cur != "1" {
+			b.need = append(b.need, Action{Op: OpSysctl, Key: SysctlIPForward, Value: "1", Prev: cur})
 		}
-	} else if orig, ok := opt.Originals[SysctlIPForward]; ok {
-		if cur := obs.Sysctls[SysctlIPForward]; cur != orig {
-			restore = append(restore, Action{Op: OpSysctl, Key: SysctlIPForward, Value: orig, Prev: cur})
+	} else if orig, ok := b.opt.Originals[SysctlIPForward]; ok {
+		if cur := b.obs.Sysctls[SysctlIPForward]; cur != orig {
+			b.restore = append(b.restore, Action{Op: OpSysctl, Key: SysctlIPForward, Value: orig, Prev: cur})
 		}
 	}
+}
 
+// tables plans kvmnet's two nftables tables from the elements the other
+// concerns collected, and the cut of connections through revoked
+// forwards.
+func (b *builder) tables() error {
 	var rc []RateClass
-	for c := range classes {
+	for c := range b.classes {
 		rc = append(rc, c)
 	}
 	var cl []int
-	for n := range connLimits {
+	for n := range b.connLimits {
 		cl = append(cl, n)
 	}
 	var sc []StormClass
-	for c := range storms {
+	for c := range b.storms {
 		sc = append(sc, c)
 	}
 	rs := DesiredRuleset(rc, cl)
-	var nft, ct []Action
 	// The bridge table first: guests are checked before they are routed.
-	if ch := nftChange(&obs.Bridge, belems, len(wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
-		nft = append(nft, Action{Op: OpNft, Nft: ch})
+	if ch := nftChange(&b.obs.Bridge, b.belems, len(b.wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
+		b.nft = append(b.nft, Action{Op: OpNft, Nft: ch})
 	}
-	if ch := nftChange(&obs.Table, elems, len(wantBridges) > 0, rs, TableComment); !ch.Empty() {
-		nft = append(nft, Action{Op: OpNft, Nft: ch})
-		if err := checkConflicts(cfg, obs, ch, opt.Listeners); err != nil {
-			return nil, err
+	if ch := nftChange(&b.obs.Table, b.elems, len(b.wantBridges) > 0, rs, TableComment); !ch.Empty() {
+		b.nft = append(b.nft, Action{Op: OpNft, Nft: ch})
+		if err := checkConflicts(b.cfg, b.obs, ch, b.opt.Listeners); err != nil {
+			return err
 		}
-		if flows := revoked(&obs.Table, ch); len(flows) > 0 {
-			ct = append(ct, Action{Op: OpCtDelete, Flows: flows})
+		if flows := revoked(&b.obs.Table, ch); len(flows) > 0 {
+			b.ct = append(b.ct, Action{Op: OpCtDelete, Flows: flows})
 		}
 	}
+	return nil
+}
 
-	// Connections through revoked forwards are cut last, once nothing can
-	// roll the forward back in.
-	for _, group := range [][]Action{create, convert, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct} {
-		p.Actions = append(p.Actions, group...)
+// AdoptPort is what makes link l a VM's port on bridge: enslave it, bring
+// it up, set its isolated flag; nothing when it is so already. The flag
+// belongs to the bridge port, so it comes after the enslaving (a new port
+// starts without it). Build plans every port with it; the daemon plans a
+// late tap with it alone, without planning the rest of the host.
+func AdoptPort(l Link, bridge string, isolated bool) []Action {
+	return appendAdoptPort(nil, l, bridge, isolated)
+}
+
+// appendAdoptPort appends AdoptPort's actions to out: Build plans
+// thousands of ports and need not allocate for each.
+func appendAdoptPort(out []Action, l Link, bridge string, isolated bool) []Action {
+	if l.Master != bridge {
+		out = append(out, Action{Op: OpSetMaster, Link: l.Name, Master: bridge, PrevMaster: l.Master})
 	}
-	p.Removal = removal(p, obs)
-	return p, nil
+	if !l.Up {
+		out = append(out, Action{Op: OpSetUp, Link: l.Name, Up: true})
+	}
+	if wasIsolated := l.Master == bridge && l.Isolated; isolated != wasIsolated {
+		out = append(out, Action{Op: OpIsolate, Link: l.Name, Up: isolated})
+	}
+	return out
+}
+
+// Egress is the link nat network n's traffic leaves through: its egress:,
+// or else defaultLink (the default route's). A link that is, or becomes,
+// a bridged network's uplink (uplinkBridge, see UplinkBridges) leaves its
+// place to that bridge; listenOn is then the uplink, whose addresses the
+// bridge takes. "" when there is neither.
+func Egress(n *model.Network, defaultLink string, uplinkBridge map[string]string) (egress, listenOn string) {
+	egress = n.Egress
+	if egress == "" {
+		egress = defaultLink
+	}
+	if b, ok := uplinkBridge[egress]; ok {
+		return b, egress
+	}
+	return egress, ""
 }
 
 // ports records the VM interfaces of network n and their port security.

@@ -391,3 +391,12 @@ func TestDiff(t *testing.T) {
 		}
 	}
 }
+
+// TestSummaryCountsEveryOp checks that an op the summary does not list by
+// name is still counted: a new kind of action must never vanish from it.
+func TestSummaryCountsEveryOp(t *testing.T) {
+	p := &Plan{Actions: []Action{{Op: OpNft}, {Op: "add-qdisc"}, {Op: OpAddBridge}, {Op: "add-qdisc"}}}
+	if got, want := p.Summary(), "1 add-bridge, 1 nft, 2 add-qdisc"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
+	}
+}

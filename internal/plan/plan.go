@@ -7,10 +7,13 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/kvmnet/kvmnet/internal/backend"
 )
 
 // Ownership marks. Every link kvmnet creates carries one of these as its
@@ -262,10 +265,27 @@ type Plan struct {
 	// Removal is set when the plan removes networks or most of what kvmnet
 	// manages: an apply then needs the user's explicit consent.
 	Removal *Removal
+	// Parts are the plans of the other backends of the host file (see
+	// package backend), applied after the actions above, in order. The
+	// engine, the API and the CLI print and count one plan.
+	Parts []Part
+}
+
+// Part is one other backend's plan.
+type Part struct {
+	Backend string
+	Plan    backend.Plan
 }
 
 // Empty reports whether applying the plan would change nothing.
-func (p *Plan) Empty() bool { return len(p.Actions) == 0 }
+func (p *Plan) Empty() bool {
+	for _, part := range p.Parts {
+		if !part.Plan.Empty() {
+			return false
+		}
+	}
+	return len(p.Actions) == 0
+}
 
 // String prints the plan, one action per line, or "no changes".
 func (p *Plan) String() string {
@@ -286,6 +306,11 @@ func (p *Plan) String() string {
 	if p.Removal != nil {
 		fmt.Fprintf(&b, "# removes %s\n", p.Removal)
 	}
+	for _, part := range p.Parts {
+		if !part.Plan.Empty() {
+			fmt.Fprintf(&b, "# backend %s\n%s", part.Backend, part.Plan)
+		}
+	}
 	return b.String()
 }
 
@@ -294,12 +319,35 @@ func (p *Plan) Summary() string {
 	if p.Empty() {
 		return "no changes"
 	}
+	var parts []string
+	if len(p.Actions) > 0 {
+		parts = append(parts, p.linuxSummary())
+	}
+	for _, part := range p.Parts {
+		if !part.Plan.Empty() {
+			parts = append(parts, part.Backend+": "+part.Plan.Summary())
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// linuxSummary counts the actions by op.
+func (p *Plan) linuxSummary() string {
 	counts := map[Op]int{}
 	for _, a := range p.Actions {
 		counts[a.Op]++
 	}
+	// The ops in the order a person reads a plan; an op not listed here
+	// (a new one) is counted after them, in the order it comes, never
+	// left out.
+	order := []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
+	for _, a := range p.Actions {
+		if !slices.Contains(order, a.Op) {
+			order = append(order, a.Op)
+		}
+	}
 	var parts []string
-	for _, op := range []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete} {
+	for _, op := range order {
 		if n := counts[op]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, op))
 		}

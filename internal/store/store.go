@@ -8,6 +8,7 @@
 package store
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -158,6 +159,11 @@ func open(path string, timeout time.Duration) (s *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating state dir for %q: %w", path, err)
 	}
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		if err := create(path, timeout); err != nil {
+			return nil, err
+		}
+	}
 	if err := preflight(path); err != nil {
 		return nil, err
 	}
@@ -184,6 +190,30 @@ func open(path string, timeout time.Duration) (s *Store, err error) {
 		return nil, fmt.Errorf("initialising state database %q: %w", path, err)
 	}
 	return &Store{db: db, path: path, maxRevisions: MaxRevisions, maxEvents: MaxEvents}, nil
+}
+
+// create makes a new database at path atomically: initialised under a
+// name of its own, then linked into place. bbolt would create path empty
+// and write its first pages after taking the lock, and another process
+// finding a 0-byte state.db in between could not tell it from one that
+// lost its contents (ErrEmptyFile). When another process creates path
+// first, its database is used.
+func create(path string, timeout time.Duration) error {
+	var r [4]byte
+	rand.Read(r[:])
+	tmp := fmt.Sprintf("%s.new-%d-%x", path, os.Getpid(), r)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: timeout, OpenFile: OpenNoFollow})
+	if err != nil {
+		return fmt.Errorf("creating state database %q: %w", path, err)
+	}
+	defer os.Remove(tmp)
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("creating state database %q: %w", path, err)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating state database %q: %w", path, err)
+	}
+	return nil
 }
 
 // Path is the file the store was opened from.

@@ -307,3 +307,30 @@ func TestBackupInBackground(t *testing.T) {
 		t.Errorf("newest backup after Close: %+v, %v", b, err)
 	}
 }
+
+// TestConcurrentCreate opens a new database from many goroutines at once,
+// as the daemon and a CLI starting together do: none may see the file
+// half-made (a 0-byte file is a lost database, ErrEmptyFile).
+func TestConcurrentCreate(t *testing.T) {
+	for round := range 20 {
+		path := filepath.Join(t.TempDir(), File)
+		errs := make(chan error, 8)
+		for range 8 {
+			go func() {
+				s, err := open(path, 10*time.Second)
+				if err == nil {
+					err = s.Close()
+				}
+				errs <- err
+			}()
+		}
+		for range 8 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if m, _ := filepath.Glob(path + ".new-*"); len(m) > 0 {
+			t.Fatalf("round %d: left behind %v", round, m)
+		}
+	}
+}

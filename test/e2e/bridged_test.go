@@ -125,6 +125,72 @@ func (tk *ticker) gap() time.Duration {
 	return tk.maxGap
 }
 
+// retransmits reads the TCP segments node's namespace has retransmitted
+// (RetransSegs of /proc/net/snmp, counted per namespace). The lab's LAN
+// and host carry no other TCP while a window is measured, so a rise is a
+// segment of the echo stream lost and sent again.
+func (w *world) retransmits(node string) int {
+	w.t.Helper()
+	var head []string
+	for _, line := range strings.Split(w.mustExec(node, "cat", "/proc/net/snmp"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for i, name := range head {
+			if name == "RetransSegs" && i < len(f) {
+				n, err := strconv.Atoi(f[i])
+				if err != nil {
+					w.t.Fatalf("RetransSegs in %s: %v", node, err)
+				}
+				return n
+			}
+		}
+	}
+	w.t.Fatalf("no RetransSegs in %s's /proc/net/snmp", node)
+	return 0
+}
+
+// pauseBound is the longest gap between two echoes that still counts as
+// "no measurable pause" for the README's claim about converting and
+// destroying. The strict check is the retransmission counters: with a
+// message every 50 ms a segment is always in flight, so any pause of TCP's
+// minimum retransmission timeout (200 ms) or more in the network, whether
+// frames are dropped or held, retransmits one; that is how the repair of a
+// deleted bridge below shows (1 segment, a 260-294 ms gap). The gap bound
+// catches a stall of the stream's processes and must stay above
+// scheduling noise: gaps measured for the conversion and destroy, with 0
+// segments retransmitted, are 51-58 ms on a quiet machine and up to 265 ms
+// with other tests or three busy loops on this 2-core machine (twelve
+// runs); the bound is about four times that.
+const pauseBound = time.Second
+
+// repairBound is the longest gap allowed while the daemon puts back a
+// bridge deleted by hand: the stream is cut until then. Issue 7's bound
+// for a repair is 2 s; TCP's backoff after the first lost segment (200,
+// then 400 ms) adds up to about 1 s more before the stream resumes.
+// Measured: 51-294 ms, with and without three busy loops.
+const repairBound = 3 * time.Second
+
+// checkPause fails the test when the window just measured paused the
+// stream longer than bound, or (when noLoss) retransmitted a segment.
+func (w *world) checkPause(tk *ticker, what string, bound time.Duration, noLoss bool, lanRe, hostRe int) {
+	w.t.Helper()
+	gap := tk.gap()
+	lan, host := w.retransmits("lan")-lanRe, w.retransmits("host")-hostRe
+	w.t.Logf("%s: longest gap between echoes (sent every %s): %s; segments retransmitted: %d by the LAN, %d by the host", what, tickEvery, gap, lan, host)
+	if gap >= bound {
+		w.t.Errorf("%s paused the TCP stream for %s (bound %s)", what, gap, bound)
+	}
+	if noLoss && lan+host > 0 {
+		w.t.Errorf("%s lost TCP segments: %d retransmitted by the LAN, %d by the host", what, lan, host)
+	}
+}
+
 // waitEchoes waits until n more echoes than now have come back.
 func (w *world) waitEchoes(tk *ticker, n int) {
 	w.t.Helper()
@@ -167,10 +233,11 @@ func TestBridged(t *testing.T) {
 	w.startDaemon()
 
 	tk.window()
+	lanRe, hostRe := w.retransmits("lan"), w.retransmits("host")
 	out := w.mustKvmnet("apply", "-f", w.file)
 	w.waitEchoes(tk, 20)
-	conversion := tk.gap()
-	t.Logf("conversion: %s; longest gap between echoes (sent every %s): %s", strings.TrimSpace(out), tickEvery, conversion)
+	t.Logf("conversion: %s", strings.TrimSpace(out))
+	w.checkPause(tk, "the conversion", pauseBound, true, lanRe, hostRe)
 
 	// Same address, same MAC, seen from the LAN.
 	if got := w.mac("host", "kv-lan"); got != hostMAC {
@@ -257,22 +324,26 @@ func TestBridged(t *testing.T) {
 	// The daemon repairs a bridge deleted by hand: it takes the host's
 	// address and routes with it, and they come back with the bridge.
 	tk.window()
+	lanRe, hostRe = w.retransmits("lan"), w.retransmits("host")
 	w.mustExec("host", "ip", "link", "del", "kv-lan")
 	w.waitFor("the daemon to bring kv-lan back with the host's address", 10*time.Second, func() bool {
 		out, _ := w.exec("host", "ip", "route", "show", "default")
 		return strings.Contains(out, "dev kv-lan")
 	})
 	w.waitEchoes(tk, 20)
-	t.Logf("kv-lan deleted by hand: repaired; longest gap between echoes: %s", tk.gap())
+	// The stream is cut until the repair: segments are lost, and only
+	// the pause is bounded.
+	w.checkPause(tk, "the repair of kv-lan deleted by hand", repairBound, false, lanRe, hostRe)
 	if got := w.mac("host", "kv-lan"); got != hostMAC {
 		t.Errorf("the recreated kv-lan has MAC %s, want %s", got, hostMAC)
 	}
 
 	// Destroy gives everything back, under the same connection.
 	tk.window()
+	lanRe, hostRe = w.retransmits("lan"), w.retransmits("host")
 	w.mustKvmnet("destroy")
 	w.waitEchoes(tk, 20)
-	t.Logf("destroy: longest gap between echoes: %s", tk.gap())
+	w.checkPause(tk, "destroy", pauseBound, true, lanRe, hostRe)
 	close(tk.stop)
 	w.waitFor("the stream to drain", 10*time.Second, func() bool {
 		sent, got := tk.counts()
@@ -325,7 +396,8 @@ func TestConfirm(t *testing.T) {
 	// The host loses its address: the gateway probe fails, rolled back.
 	start := time.Now()
 	out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
-	if err == nil || !strings.Contains(out, "rolled back") {
+	// Rolled back by the gateway probe, not by any other failure.
+	if err == nil || !strings.Contains(out, "lost its gateway after the apply") || !strings.Contains(out, "rolled back") {
 		t.Fatalf("apply of a config that cuts the host off: %v\n%s", err, out)
 	}
 	w.waitFor("the host to answer from the LAN", 10*time.Second, func() bool { return w.pings("lan", lab.HostLAN) })
@@ -338,7 +410,7 @@ func TestConfirm(t *testing.T) {
 			w.startDaemon()
 			// The daemon probes and rolls back a cut-off as well.
 			out, err := w.kvmnet("apply", "-f", broken, "--confirm", "5s")
-			if err == nil || !strings.Contains(out, "rolled back") {
+			if err == nil || !strings.Contains(out, "lost its gateway after the apply") || !strings.Contains(out, "rolled back") {
 				t.Fatalf("apply of a cut-off config through the daemon: %v\n%s", err, out)
 			}
 			compareDumps(t, "after a cut-off rolled back by the daemon", before, w.dumps())

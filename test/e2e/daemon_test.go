@@ -31,6 +31,11 @@ vms:
 		t.Fatal(err)
 	}
 	w.mustKvmnet("apply", "-f", w.file)
+	// The periodic pass an hour away: a late tap can then be adopted only
+	// at its netlink event, which is what this test is about (at the
+	// default 1 s of the harness, the pass would adopt it too, within the
+	// deadline below, with the event handling broken).
+	w.daemonArgs = []string{"--resync", "1h"}
 	w.startDaemon()
 	if ip := w.lease("web1"); ip.String() != "192.168.100.10" {
 		t.Fatalf("web1 got %s", ip)
@@ -62,7 +67,12 @@ vms:
 	// libvirt creates the tap now.
 	start := time.Now()
 	w.mustExec("host", "ip", "link", "add", "late-0", "type", "veth", "peer", "name", "late-peer")
-	w.waitFor("late-0 to be enslaved", 5*time.Second, func() bool {
+	// The deadline is far above any adoption measured (13-92 ms in
+	// bench/daemon.sh with 1,000 interfaces, on this machine loaded by
+	// other tests), so it fails only when no event adopts the tap; how
+	// fast it is adopted is the benchmark's target (< 100 ms), not this
+	// test's.
+	w.waitFor("late-0 to be enslaved at its netlink event", 5*time.Second, func() bool {
 		out, err := w.exec("host", "ip", "-j", "link", "show", "late-0")
 		if err != nil {
 			return false

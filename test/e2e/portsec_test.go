@@ -147,6 +147,31 @@ func TestPortSecurity(t *testing.T) {
 		}
 	})
 
+	t.Run("ipv6-spoof", func(t *testing.T) {
+		// kvmnet binds no IPv6 address to guests: a protected port may
+		// send from its link-local address (and :: for DAD) only.
+		w.waitFor("evil's link-local address", 10*time.Second, func() bool {
+			out, _ := w.exec("evil", "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link", "-tentative")
+			return strings.Contains(out, "fe80")
+		})
+		before := w.drops("evil-0", "ipv6")
+		// From the link-local address: all nodes answer (db1, the
+		// bridge), nothing is dropped.
+		if out, err := w.exec("evil", "ping", "-6", "-c", "1", "-W", "2", "ff02::1%eth0"); err != nil {
+			t.Errorf("evil's link-local ping to all nodes got no answer: %v\n%s", err, out)
+		}
+		if got := w.drops("evil-0", "ipv6"); got != before {
+			t.Errorf("link-local IPv6 dropped: ipv6 drops %d -> %d", before, got)
+		}
+		// From a global address it gave itself: dropped and counted.
+		w.mustExec("evil", "ip", "-6", "addr", "add", "2001:db8:66::5/64", "dev", "eth0", "nodad")
+		defer w.mustExec("evil", "ip", "-6", "addr", "del", "2001:db8:66::5/64", "dev", "eth0")
+		w.exec("evil", "ping", "-6", "-c", "3", "-i", "0.1", "-W", "1", "-I", "2001:db8:66::5", "ff02::1%eth0")
+		if got := w.drops("evil-0", "ipv6"); got < before+3 {
+			t.Errorf("IPv6 from a global source: ipv6 drops %d -> %d, want +3", before, got)
+		}
+	})
+
 	t.Run("rogue-dhcp", func(t *testing.T) {
 		before := w.drops("evil-0", "dhcp_server")
 		w.serve("evil", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
@@ -261,21 +286,25 @@ for _ in range(3):
 
 		// Nor is their throughput: web1's iperf3 to the internet host,
 		// alone and while greedy, held at its cap, floods SYNs
-		// (hping3 -S --flood). The target is 90%; on a shared
-		// two-CPU machine two 1 s runs with no flood at all differ by
-		// 10-13%, so the ratio is logged (the figure to report) and the
-		// test fails only when web1 is starved (under half): speed
-		// targets belong to benchmarks, not to tests that must not
-		// flake.
+		// (hping3 -S --flood). The target is 90%, a benchmark
+		// figure; this test fails when web1 loses a quarter.
 		//
 		// The flood and iperf3 each get a CPU of their own, as guests'
 		// vCPUs would: on a two-CPU machine an unpinned hping3 takes its
 		// CPU time from iperf3 whatever the firewall does (a flood of
 		// greedy's own loopback, which never reaches the host, costs web1
-		// as much). The machine's noise is of the order of the margin, so
-		// rounds of 1 s alternate in ABBA order (alone, flood, flood,
-		// alone, ...): drift and order hit both sides alike; the medians
-		// of each side are compared.
+		// as much). Rounds of 1 s alternate in ABBA order (alone, flood,
+		// flood, alone, ...): drift and order hit both sides alike; the
+		// medians of each side are compared.
+		//
+		// Noise, measured: on a quiet machine two 1 s runs with no flood
+		// differ by 10-13%. With other tests and benches running on this
+		// 2-core machine single rounds ranged from 21% to 812% and the
+		// ratio of the medians of 6 rounds from 90% to 337% (seven runs).
+		// So the bound is 75%, twice the quiet noise under 100%, and a
+		// ratio under it after 6 rounds is confirmed with 6 more: the
+		// verdict is on the medians of all 12. A starved web1 stays under
+		// the bound however many rounds run; a noisy second does not.
 		requireTools(t, "iperf3", "taskset", "conntrack")
 		var cpus unix.CPUSet
 		if err := unix.SchedGetaffinity(0, &cpus); err != nil {
@@ -350,9 +379,13 @@ for _ in range(3):
 			}
 			return s[len(s)/2]
 		}
+		const starvedBelow = 0.75
 		start := time.Now()
 		var alone, beside []float64
-		for round := 1; round <= 6; round++ {
+		for round := 1; round <= 12; round++ {
+			if round == 7 && median(beside) >= starvedBelow*median(alone) {
+				break
+			}
 			var a, b float64
 			if round%2 == 1 {
 				a = throughput()
@@ -377,8 +410,8 @@ for _ in range(3):
 		ma, mb := median(alone), median(beside)
 		t.Logf("web1's throughput, medians of %d rounds: %.0f Mbit/s alone, %.0f Mbit/s beside the flood (%.1f%%); %s of measuring",
 			len(alone), ma, mb, 100*mb/ma, time.Since(start).Round(100*time.Millisecond))
-		if mb < 0.5*ma {
-			t.Errorf("greedy's SYN flood starved web1: %.1f%% of its unloaded throughput", 100*mb/ma)
+		if mb < starvedBelow*ma {
+			t.Errorf("greedy's SYN flood starved web1: %.1f%% of its unloaded throughput over %d rounds (bound %.0f%%)", 100*mb/ma, len(alone), 100*starvedBelow)
 		} else if mb < 0.9*ma {
 			t.Logf("below the issue's 90%% target in this run (%.1f%%); the machine's own noise is of that size", 100*mb/ma)
 		}

@@ -88,3 +88,13 @@ func (h *Handle) DefaultGatewayVia(name string) (netip.Addr, error) {
 	}
 	return gw, nil
 }
+
+// ByIndex returns the name of the link with ifindex index and the index
+// of its master (0 when it has none).
+func (h *Handle) ByIndex(index int) (name string, master int, err error) {
+	l, err := h.nl.LinkByIndex(index)
+	if err != nil {
+		return "", 0, fmt.Errorf("looking up link %d: %w", index, err)
+	}
+	return l.Attrs().Name, l.Attrs().MasterIndex, nil
+}

@@ -595,15 +595,15 @@ type Event struct {
 	Addr bool
 }
 
-// Watch reports link and address changes until done is closed. The
-// channel is closed if a subscription fails.
-func Watch(done <-chan struct{}) (<-chan Event, error) {
+// Watch reports link and address changes of the handle's namespace until
+// done is closed. The channel is closed if a subscription fails.
+func (h *Handle) Watch(done <-chan struct{}) (<-chan Event, error) {
 	links := make(chan netlink.LinkUpdate, 256)
-	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: &h.ns}); err != nil {
 		return nil, fmt.Errorf("subscribing to link events: %w", err)
 	}
 	addrs := make(chan netlink.AddrUpdate, 256)
-	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{}); err != nil {
+	if err := netlink.AddrSubscribeWithOptions(addrs, done, netlink.AddrSubscribeOptions{Namespace: &h.ns}); err != nil {
 		return nil, fmt.Errorf("subscribing to address events: %w", err)
 	}
 	out := make(chan Event, 256)

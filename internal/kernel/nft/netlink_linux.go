@@ -26,7 +26,7 @@ import (
 
 // fieldLen is the width of each datatype inside a concatenation, where
 // every field takes whole 32-bit registers.
-var fieldLen = map[string]int{"ipv4_addr": 4, "inet_proto": 4, "inet_service": 4, "ifname": 16, "ether_addr": 8}
+var fieldLen = map[string]int{"ipv4_addr": 4, "ipv6_addr": 16, "inet_proto": 4, "inet_service": 4, "ifname": 16, "ether_addr": 8}
 
 // ObserveNetlink reads table inet kvmnet of the namespace nsFD refers to.
 func ObserveNetlink(nsFD int) (plan.TableState, error) {
@@ -195,6 +195,24 @@ func decodeField(t string, b, end []byte) (string, error) {
 		// host part.
 		diff := binary.BigEndian.Uint32(b[:4]) ^ binary.BigEndian.Uint32(end[:4])
 		return netip.PrefixFrom(a, bits.LeadingZeros32(diff)).String(), nil
+	case "ipv6_addr":
+		a := netip.AddrFrom16([16]byte(b[:16]))
+		if end == nil {
+			return a.String(), nil
+		}
+		z := netip.AddrFrom16([16]byte(end[:16]))
+		if a == z {
+			return a.String(), nil
+		}
+		// As for IPv4: the prefix length is where a and z first differ.
+		n := 0
+		for i := range 16 {
+			if x := b[i] ^ end[i]; x != 0 {
+				n = 8*i + bits.LeadingZeros8(x)
+				break
+			}
+		}
+		return netip.PrefixFrom(a, n).String(), nil
 	case "inet_proto":
 		switch b[0] {
 		case unix.IPPROTO_TCP:
