@@ -42,7 +42,7 @@ test: deps build vet lint
 # The kernel test tier and the kernelfeatures tests in Debian's stock kernel
 # under qemu (scripts/test-kernel.sh); RUN=regexp selects tests.
 test-kernel: deps
-	./scripts/test-kernel.sh $(RUN)
+	./scripts/test-kernel.sh '$(RUN)'
 
 # Every Go fuzz target (YAML parser, API decoder, DHCP and DNS handlers)
 # for FUZZTIME each; `make test` runs a short pass of the same.

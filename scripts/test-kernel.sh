@@ -19,7 +19,9 @@ rm -rf "$out"
 mkdir -p "$out"
 # The test binaries are large (about 100 MB together); the kernel stays
 # cached.
-trap 'rm -rf "$out"' EXIT
+# The time it took goes in the log: TCG makes this the slow part of
+# make test, and its cost should stay visible.
+trap 'rc=$?; rm -rf "$out"; echo "test-kernel: exit status $rc after ${SECONDS}s"; exit $rc' EXIT
 
 pkgs=$( {
 	grep -rlE --include='*_test.go' 'nstest\.|os\.Geteuid\(\)' internal
