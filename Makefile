@@ -6,9 +6,9 @@ GO      ?= go
 BIN     := bin/kvmnet
 # Packages the tests and the demo use. apt-get update runs once per machine
 # (a stamp file remembers it), then apt-get install as root.
-DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin
+DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin qemu-system-x86 kmod busybox
 
-.PHONY: all build deps demo test test-unit test-e2e vet clean fuzz lint
+.PHONY: all build deps demo test test-unit test-e2e test-kernel vet clean fuzz lint
 
 all: build
 
@@ -37,6 +37,12 @@ test: deps build vet lint
 	./scripts/fuzz.sh 10s
 	$(GO) test -count=1 -p 1 -tags e2e -timeout 20m ./test/e2e/...
 	./scripts/test-deb.sh
+	./scripts/test-kernel.sh
+
+# The kernel test tier and the kernelfeatures tests in Debian's stock kernel
+# under qemu (scripts/test-kernel.sh); RUN=regexp selects tests.
+test-kernel: deps
+	./scripts/test-kernel.sh '$(RUN)'
 
 # Every Go fuzz target (YAML parser, API decoder, DHCP and DNS handlers)
 # for FUZZTIME each; `make test` runs a short pass of the same.

@@ -48,16 +48,39 @@ func parse(t *testing.T, doc string) *model.Config {
 	return cfg
 }
 
+// egressNS returns a fresh namespace with the uplink NAT networks leave by:
+// eth0, 172.30.0.2/24.
+func egressNS(t *testing.T) string {
+	ns := nstest.New(t)
+	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
+	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	return ns
+}
+
+// applyDoc plans doc against what host observes and applies the plan
+// through k (host itself, or a wrapper that injects failures).
+func applyDoc(t *testing.T, host *kernel.Host, k apply.Kernel, doc string) error {
+	t.Helper()
+	ctx := context.Background()
+	obs, err := host.Observe(ctx, plan.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := plan.Build(parse(t, doc), obs, plan.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apply.Apply(ctx, k, p, apply.Hooks{}, slog.New(slog.DiscardHandler))
+}
+
 // TestRollbackAtEveryStep fails an apply at each of its steps in turn, on a
 // real kernel, and checks that the kernel is exactly as before each time.
 func TestRollbackAtEveryStep(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft is not installed")
 	}
-	ns := nstest.New(t)
-	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
-	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	ns := egressNS(t)
 	nstest.Run(t, ns, "ip", "link", "add", "web1-0", "type", "veth", "peer", "name", "web1-peer")
 	nstest.Run(t, ns, "ip", "link", "set", "web1-0", "up")
 	nstest.Enter(t, ns)
@@ -67,19 +90,7 @@ func TestRollbackAtEveryStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer host.Close()
-	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	run := func(k apply.Kernel, doc string) error {
-		obs, err := host.Observe(ctx, plan.ObserveOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := plan.Build(parse(t, doc), obs, plan.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return apply.Apply(ctx, k, p, apply.Hooks{}, log)
-	}
+	run := func(k apply.Kernel, doc string) error { return applyDoc(t, host, k, doc) }
 	if err := run(host, before); err != nil {
 		t.Fatal(err)
 	}
