@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -90,6 +91,7 @@ func Parse(file string, data []byte) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, tooLarge(file)
 	}
+	data = unixNewlines(data)
 	tree, err := parser.ParseBytes(data, 0)
 	if err != nil {
 		return nil, joinSorted([]*Error{syntaxError(file, data, err)})
@@ -128,6 +130,18 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, joinSorted(errs)
 	}
 	return c, nil
+}
+
+// unixNewlines turns the line breaks YAML allows (\r\n, a lone \r) into
+// \n. The parser miscounts lines after a comment ended by \r\n (a file
+// written on Windows got positions one line too far per comment); with
+// \n alone every line and column stays where the user's editor shows it.
+func unixNewlines(data []byte) []byte {
+	if bytes.IndexByte(data, '\r') < 0 {
+		return data
+	}
+	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
+	return bytes.ReplaceAll(data, []byte("\r"), []byte("\n"))
 }
 
 // tabIndent finds a line indented with a tab, which YAML forbids.

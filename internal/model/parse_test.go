@@ -232,3 +232,13 @@ func TestManyValues(t *testing.T) {
 		t.Errorf("Parse of a long file: %.400v", err)
 	}
 }
+
+// TestWindowsNewlines checks that a file with \r\n line ends, comments
+// included, gets the positions the user's editor shows.
+func TestWindowsNewlines(t *testing.T) {
+	doc := "# host\r\nnetworks:\r\n  # the nat one\r\n  - {name: dev, mode: nat, subnet: 192.168.100.0/33}\r\n"
+	_, err := Parse("host.yaml", []byte(doc))
+	if err == nil || !strings.HasPrefix(err.Error(), "host.yaml:4:36: networks[0].subnet:") {
+		t.Errorf("Parse of a file with \\r\\n line ends: %v, want the error at 4:36", err)
+	}
+}
