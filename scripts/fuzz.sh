@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target of the tree for a while each (default 60s):
-#   scripts/fuzz.sh [DURATION]
+#   scripts/fuzz.sh [DURATION|COUNTx]   (e.g. 60s, or 100000x inputs)
 # Targets are found, not listed: every Fuzz* function of every package.
 # A failing input is written under the package's testdata/fuzz/ by go test
 # itself and the script exits non-zero; check it in with the fix, so the
