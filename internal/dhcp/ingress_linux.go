@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
+	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
 )
 
 // Why a packet socket. A UDP socket on the bridge tells neither the port a
@@ -113,13 +114,13 @@ func listen(iface string) (l *listener, err error) {
 		return nil, fmt.Errorf("getting the udp socket's descriptor: %w", err)
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = attach(int(fd), dropAll) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = snoop.AttachFilter(int(fd), dropAll) }); err != nil {
 		return nil, fmt.Errorf("getting the udp socket's descriptor: %w", err)
 	}
 	if serr != nil {
 		return nil, fmt.Errorf("filtering the udp socket: %w", serr)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(htons(unix.ETH_P_ALL)))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, snoop.AllProtocols)
 	if err != nil {
 		return nil, fmt.Errorf("opening a packet socket (needs CAP_NET_RAW): %w", err)
 	}
@@ -129,7 +130,7 @@ func listen(iface string) (l *listener, err error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ignoring outgoing frames on the packet socket: %w", err)
 	}
-	if err := attach(fd, requestFilter); err != nil {
+	if err := snoop.AttachFilter(fd, requestFilter); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("filtering the packet socket: %w", err)
 	}
@@ -138,18 +139,6 @@ func listen(iface string) (l *listener, err error) {
 		return nil, fmt.Errorf("getting the packet socket's descriptor: %w", err)
 	}
 	return l, nil
-}
-
-func attach(fd int, prog []bpf.Instruction) error {
-	asm, err := bpf.Assemble(prog)
-	if err != nil {
-		return err
-	}
-	raw := make([]unix.SockFilter, len(asm))
-	for i, p := range asm {
-		raw[i] = unix.SockFilter{Code: p.Op, Jt: p.Jt, Jf: p.Jf, K: p.K}
-	}
-	return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(raw)), Filter: &raw[0]})
 }
 
 // Close closes the sockets; serve then returns.
@@ -264,10 +253,4 @@ func parseRequest(frame []byte) (Ingress, *dhcpv4.DHCPv4, bool) {
 	dst, _ := netip.AddrFromSlice(ip[16:20])
 	in := Ingress{MAC: net.HardwareAddr(append([]byte(nil), frame[6:12]...)), IP: src, Dst: dst}
 	return in, m, true
-}
-
-func htons(v uint16) uint16 {
-	var b [2]byte
-	binary.BigEndian.PutUint16(b[:], v)
-	return binary.NativeEndian.Uint16(b[:])
 }

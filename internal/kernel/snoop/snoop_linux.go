@@ -60,19 +60,11 @@ var filter = []bpf.Instruction{
 // which want returns true, until ctx ends. It returns an error only when
 // the socket cannot be opened; it needs CAP_NET_RAW.
 func Watch(ctx context.Context, want func(port string) bool, out chan<- Reply) error {
-	prog, err := bpf.Assemble(filter)
-	if err != nil {
-		return fmt.Errorf("dhcp snooping: assembling the filter: %w", err)
-	}
-	raw := make([]unix.SockFilter, len(prog))
-	for i, p := range prog {
-		raw[i] = unix.SockFilter{Code: p.Op, Jt: p.Jt, Jf: p.Jf, K: p.K}
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, AllProtocols)
 	if err != nil {
 		return fmt.Errorf("dhcp snooping: opening a packet socket: %w", err)
 	}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(raw)), Filter: &raw[0]}); err != nil {
+	if err := AttachFilter(fd, filter); err != nil {
 		unix.Close(fd)
 		return fmt.Errorf("dhcp snooping: attaching the filter: %w", err)
 	}
@@ -152,8 +144,30 @@ func parse(frame []byte) (Reply, bool) {
 	return Reply{}, false
 }
 
+// AllProtocols is the protocol of a packet socket that sees every frame
+// (ETH_P_ALL, in network byte order as socket(2) wants it).
+var AllProtocols = int(htons(unix.ETH_P_ALL))
+
 func htons(v uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], v)
 	return binary.NativeEndian.Uint16(b[:])
+}
+
+// AttachFilter assembles prog and attaches it to socket fd as its classic
+// BPF filter (SO_ATTACH_FILTER): the kernel then queues only the frames
+// prog accepts.
+func AttachFilter(fd int, prog []bpf.Instruction) error {
+	asm, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("assembling the filter: %w", err)
+	}
+	raw := make([]unix.SockFilter, len(asm))
+	for i, p := range asm {
+		raw[i] = unix.SockFilter{Code: p.Op, Jt: p.Jt, Jf: p.Jf, K: p.K}
+	}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(raw)), Filter: &raw[0]}); err != nil {
+		return fmt.Errorf("attaching the filter: %w", err)
+	}
+	return nil
 }
