@@ -175,23 +175,23 @@ func Run(ctx context.Context, k Kernel, p *plan.Plan, hooks Hooks, log *slog.Log
 		}
 		log.Debug("applied", "action", a.Op, "link", a.Link)
 	}
-	return func() error {
-		var errs []error
-		for i := len(undo) - 1; i >= 0; i-- {
-			errs = append(errs, undo[i]())
-		}
-		return errors.Join(errs...)
-	}, nil
+	return func() error { return errors.Join(undoAll(undo)...) }, nil
 }
 
-func rollback(a plan.Action, cause error, undo []func() error, log *slog.Logger) error {
+// undoAll runs undo in reverse and keeps going on errors: it undoes as
+// much as it can and returns every failure.
+func undoAll(undo []func() error) []error {
 	var errs []error
-	// Keep going on errors: undo as much as possible and report all of it.
 	for i := len(undo) - 1; i >= 0; i-- {
 		if err := undo[i](); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	return errs
+}
+
+func rollback(a plan.Action, cause error, undo []func() error, log *slog.Logger) error {
+	errs := undoAll(undo)
 	log.Warn("apply failed, rolled back", "failed", a.Op, "link", a.Link, "undone", len(undo), "rollbackErrors", len(errs))
 	return &Error{Step: a, Err: cause, Rollback: errors.Join(errs...)}
 }

@@ -201,9 +201,6 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 
 // linuxPart is the part of cfg this host's Linux datapath carries.
 func (e *Engine) linuxPart(cfg *model.Config) *model.Config {
-	if len(e.Backends) == 0 {
-		return cfg // every network is linux's (checkBackends)
-	}
 	return cfg.ForBackend(model.BackendLinux)
 }
 

@@ -66,12 +66,15 @@ func (c *Config) Backends() []string {
 // none are left out). Messages about the part still name the places in
 // the user's file (see Errorf). c is not changed.
 func (c *Config) ForBackend(name string) *Config {
+	if !slices.ContainsFunc(c.Networks, func(n Network) bool { return !isBackend(n, name) }) {
+		return c // all of it: the daemon asks on every new desired state
+	}
 	out := *c
 	out.Networks, out.VMs = nil, nil
 	out.Part = &Part{}
 	mine := map[string]bool{}
 	for i, n := range c.Networks {
-		if n.Backend == name || (n.Backend == "" && name == BackendLinux) {
+		if isBackend(n, name) {
 			out.Networks = append(out.Networks, n)
 			out.Part.networks = append(out.Part.networks, c.originNetwork(i))
 			mine[n.Name] = true
@@ -94,6 +97,11 @@ func (c *Config) ForBackend(name string) *Config {
 		}
 	}
 	return &out
+}
+
+// isBackend reports whether n is carried by backend name.
+func isBackend(n Network, name string) bool {
+	return n.Backend == name || (n.Backend == "" && name == BackendLinux)
 }
 
 // Part maps the indexes of a part of a Config (ForBackend) to those of
