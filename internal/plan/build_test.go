@@ -1,9 +1,7 @@
 package plan
 
 import (
-	"flag"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,9 +12,8 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/model"
+	goldenfile "github.com/kvmnet/kvmnet/internal/testutil/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func parse(t *testing.T, doc string) *model.Config {
 	t.Helper()
@@ -29,19 +26,7 @@ func parse(t *testing.T, doc string) *model.Config {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(string(want), got); d != "" {
-		t.Errorf("%s (-want +got):\n%s", name, d)
-	}
+	goldenfile.Check(t, filepath.Join("testdata", name), got)
 }
 
 const labConfig = `
