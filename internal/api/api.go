@@ -4,7 +4,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -346,22 +345,19 @@ func decodeFile(body io.Reader) (*FileRequest, error) {
 	}
 	lr := &io.LimitedReader{R: body, N: maxBody + 1}
 	dec := json.NewDecoder(lr)
-	var raw json.RawMessage
-	err := dec.Decode(&raw)
+	dec.DisallowUnknownFields()
+	// A pointer, so that "null" decodes to nil instead of an empty
+	// request.
+	var req *FileRequest
+	err := dec.Decode(&req)
 	if lr.N <= 0 {
 		return nil, bad("request larger than %d bytes (a file may have %d MiB)", maxBody, model.MaxFileSize>>20)
 	}
 	if err != nil {
-		return nil, bad("decoding request: %v (want a JSON object with file and doc)", err)
+		return nil, bad("decoding request: %v (want a JSON object with file and doc; allowed keys: file, doc, confirm, allowRemoval)", err)
 	}
-	if raw[0] != '{' {
-		return nil, bad("decoding request: want a JSON object with file and doc, got %.20s", raw)
-	}
-	var req FileRequest
-	inner := json.NewDecoder(bytes.NewReader(raw))
-	inner.DisallowUnknownFields()
-	if err := inner.Decode(&req); err != nil {
-		return nil, bad("decoding request: %v (allowed keys: file, doc, confirm, allowRemoval)", err)
+	if req == nil {
+		return nil, bad("decoding request: want a JSON object with file and doc, got null")
 	}
 	if dec.More() {
 		return nil, bad("decoding request: more than one JSON value in the body")
@@ -369,5 +365,5 @@ func decodeFile(body io.Reader) (*FileRequest, error) {
 	if len(req.Doc) == 0 {
 		return nil, bad("the request has no doc: send the host file's content (base64 in JSON) as doc; to remove everything, POST /v1/destroy")
 	}
-	return &req, nil
+	return req, nil
 }
