@@ -14,7 +14,7 @@ type benchConfig struct {
 	// grows with the number of configured (and protected) ports.
 	Ports int
 	// Forwards adds port forwards from the host's LAN address to the
-	// NAT guest's iperf3 (TCP and UDP) and echo ports.
+	// NAT guest's iperf3 and echo ports (TCP and UDP).
 	Forwards bool
 	// Bridged adds a bridged network on the host's uplink with a guest.
 	Bridged bool
@@ -30,6 +30,7 @@ func (c benchConfig) YAML() string {
 		fmt.Fprintf(&b, "      - {proto: tcp, port: %d, to: %s}\n", iperfPort, guestNAT)
 		fmt.Fprintf(&b, "      - {proto: udp, port: %d, to: %s}\n", iperfPort, guestNAT)
 		fmt.Fprintf(&b, "      - {proto: udp, port: %d, to: %s}\n", echoPort, guestNAT)
+		fmt.Fprintf(&b, "      - {proto: tcp, port: %d, to: %s}\n", echoPort, guestNAT)
 	}
 	if c.Bridged {
 		fmt.Fprintf(&b, "  - name: %s\n    mode: bridged\n    bridge: %s\n    uplink: %s\n", bridgedNetwork, bridgedBridge, lab.HostUplink)

@@ -415,6 +415,21 @@ func (b *netBench) paths(ctx context.Context) ([]*pathRun, error) {
 			}
 			return nil, fmt.Errorf("bench: path %s carries no traffic: %w", name, err)
 		}
+		// iperf3 runs over TCP (its control connection even for UDP),
+		// and gives a connection 3 s: a path must carry TCP before it
+		// is measured. A path that needed more than one attempt says so
+		// in the report.
+		tries, took, err := WaitTCP(ctx, pr.clientNS, netip.AddrPortFrom(pr.target, echoPort), 30*time.Second)
+		if err != nil {
+			if name == PathForward || name == PathBridged {
+				b.skip(name, fmt.Sprintf("no TCP gets through: %v", err))
+				continue
+			}
+			return nil, fmt.Errorf("bench: path %s carries no TCP: %w", name, err)
+		}
+		if tries > 1 {
+			b.report.Warnings = append(b.report.Warnings, fmt.Sprintf("%s: TCP got through only after %d attempts, %s after the UDP probe did", name, tries, took.Round(time.Millisecond)))
+		}
 		runs = append(runs, pr)
 		b.report.Paths = append(b.report.Paths, PathResult{Name: name, Description: pathDescriptions[name]})
 	}

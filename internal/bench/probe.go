@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -75,10 +76,13 @@ func udpSocket(bind netip.AddrPort, timeout time.Duration) (int, error) {
 }
 
 // Echo is a UDP echo server running in a network namespace on its own OS
-// thread. It answers every probe datagram with the datagram itself.
+// thread. It answers every probe datagram with the datagram itself. On the
+// same port it accepts TCP connections and closes them: WaitTCP's target,
+// so a path's TCP is known to get through before iperf3 runs over it.
 type Echo struct {
 	stop atomic.Bool
 	done chan struct{}
+	tcp  net.Listener
 }
 
 // echoPoll is how often a blocked echo server looks at its stop flag.
@@ -97,6 +101,12 @@ func StartEcho(ns string, port uint16) (*Echo, error) {
 				return err
 			}
 			defer unix.Close(fd)
+			// The listening socket is made on this thread, so it is
+			// ns's; accepting on it needs no namespace.
+			if e.tcp, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); err != nil {
+				return err
+			}
+			go acceptAndClose(e.tcp)
 			ready <- nil
 			buf := make([]byte, 2048)
 			for !e.stop.Load() {
@@ -119,10 +129,57 @@ func StartEcho(ns string, port uint16) (*Echo, error) {
 	return e, nil
 }
 
+// acceptAndClose accepts connections on ln and closes them, until ln is
+// closed.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 // Close stops the server and waits for its thread to end.
 func (e *Echo) Close() {
 	e.stop.Store(true)
+	if e.tcp != nil {
+		e.tcp.Close()
+	}
 	<-e.done
+}
+
+// WaitTCP connects from namespace ns to dst (an Echo's port) until a
+// connection is made or within has passed, each attempt given a second.
+// It returns how many attempts it took and how long.
+func WaitTCP(ctx context.Context, ns string, dst netip.AddrPort, within time.Duration) (attempts int, took time.Duration, err error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	err = inNetns(ns, func() error {
+		// The dialer makes its socket on this thread, in ns.
+		d := net.Dialer{Timeout: time.Second}
+		retry := time.NewTicker(100 * time.Millisecond)
+		defer retry.Stop()
+		for {
+			attempts++
+			c, err := d.DialContext(ctx, "tcp4", dst.String())
+			if err == nil {
+				c.Close()
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no TCP connection in %s (%d attempts; the last: %w)", within, attempts, err)
+			case <-retry.C:
+			}
+		}
+	})
+	if err != nil {
+		err = fmt.Errorf("connecting to %s from %s: %w", dst, ns, err)
+	}
+	return attempts, time.Since(start), err
 }
 
 // Latency is the outcome of one probe run.

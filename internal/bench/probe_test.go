@@ -55,6 +55,14 @@ func TestProbe(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("probing a closed port took %s", d)
 	}
+	// TCP to the echo port gets through at once; to a closed port it
+	// does not, and WaitTCP gives up when told.
+	if n, _, err := WaitTCP(ctx, a, netip.MustParseAddrPort("10.250.0.2:7007"), 5*time.Second); err != nil || n != 1 {
+		t.Errorf("WaitTCP to the echo port: %d attempts, %v", n, err)
+	}
+	if n, took, err := WaitTCP(ctx, a, netip.MustParseAddrPort("10.250.0.2:7008"), 500*time.Millisecond); err == nil || n < 2 || took > 3*time.Second {
+		t.Errorf("WaitTCP to a closed port: %d attempts in %s, %v; want an error after several", n, took, err)
+	}
 	// A namespace that does not exist is an error, not a hang.
 	if _, err := StartEcho("kbt-no-such-namespace", echoPort); err == nil {
 		t.Errorf("StartEcho in a missing namespace succeeded")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -224,6 +225,9 @@ func (s *Server) Update(cfg Config) error {
 	defer s.mu.Unlock()
 	if cfg.Network != s.cfg.Network || cfg.Interface != s.cfg.Interface {
 		return fmt.Errorf("updating dhcp server of network %q on %q: network and interface cannot change (to %q on %q) without a restart", s.cfg.Network, s.cfg.Interface, cfg.Network, cfg.Interface)
+	}
+	if reflect.DeepEqual(cfg, s.cfg) {
+		return nil // the daemon's every pass hands the same configuration
 	}
 	s.setConfig(cfg)
 	s.alloc.setConfig(cfg)

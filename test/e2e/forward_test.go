@@ -85,7 +85,10 @@ func TestForwards(t *testing.T) {
 		}
 	})
 	t.Run("udp", func(t *testing.T) {
-		out, _ := w.exec("inet", "sh", "-c", "echo hi | socat -T2 - UDP:172.30.0.2:5353")
+		// socat ends -t after its stdin's EOF (0.5 s unless told):
+		// the answer comes from a forked shell, which takes longer than
+		// that on a loaded machine.
+		out, _ := w.exec("inet", "sh", "-c", "echo hi | socat -t5 -T5 - UDP:172.30.0.2:5353")
 		if strings.TrimSpace(out) != "udp-web1" {
 			t.Errorf("internet host through 5353/udp: %q", out)
 		}
