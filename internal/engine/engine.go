@@ -165,7 +165,7 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 	whole := cfg
 	cfg = e.linuxPart(cfg)
 	hosts := plan.NeedsHosts(cfg, orig) || (fresh && len(cfg.Networks) > 0)
-	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts})
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts, Features: plan.NeededFeatures(cfg)})
 	if err != nil {
 		return nil, nil, err
 	}

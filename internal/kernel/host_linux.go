@@ -5,6 +5,7 @@ package kernel
 import (
 	"context"
 	"fmt"
+	"github.com/kvmnet/kvmnet/internal/kernel/feature"
 	"net/netip"
 	"runtime"
 
@@ -114,6 +115,7 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 		}
 	}
 	obs.Hosts = hosts
+	obs.Missing = feature.Missing(opt.Features)
 	if obs.DefaultRouteLink, err = h.Link.DefaultRouteLink(); err != nil {
 		return nil, err
 	}

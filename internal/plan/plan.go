@@ -80,7 +80,22 @@ type ObserveOptions struct {
 	// uplink back) need. A host with a full routing table pays for that
 	// dump on every reconcile otherwise.
 	Hosts bool
+	// Features are the kernel features to check (see Observed.Missing):
+	// only those a configuration needs (NeededFeatures), each checked once
+	// per process.
+	Features []Feature
 }
+
+// Feature is a kernel capability that some keys of a file need and that
+// not every kernel has.
+type Feature string
+
+// The features kvmnet checks before planning what needs them.
+const (
+	FeatureBridgeVLAN Feature = "bridge VLAN filtering"
+	FeatureVLAN       Feature = "802.1Q VLAN interfaces"
+	FeatureFlowtable  Feature = "nftables flowtables"
+)
 
 // Observed is a fresh observation of the kernel.
 type Observed struct {
@@ -95,6 +110,9 @@ type Observed struct {
 	// Hosts is the layer-3 configuration of every link that has addresses
 	// or routes of its own, by link name: what an uplink conversion moves.
 	Hosts map[string]HostConfig
+	// Missing says, for each feature asked for that the kernel lacks, what
+	// the kernel refused.
+	Missing map[Feature]string
 }
 
 // Listener is a socket of the host that waits for connections.

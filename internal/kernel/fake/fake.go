@@ -40,6 +40,9 @@ type Kernel struct {
 	Drops map[string]map[string]uint64
 	// Calls counts the calls that change something.
 	Calls int
+	// Lacks are the features this kernel lacks, with the kernel's
+	// refusal, as Observe reports them when asked.
+	Lacks map[plan.Feature]string
 }
 
 // New returns a fake kernel holding obs (copied). Links in obs.Hosts
@@ -64,6 +67,14 @@ func (k *Kernel) Observe(_ context.Context, opt plan.ObserveOptions) (*plan.Obse
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	o := copyObserved(&k.obs, opt.Hosts)
+	for _, f := range opt.Features {
+		if why, ok := k.Lacks[f]; ok {
+			if o.Missing == nil {
+				o.Missing = map[plan.Feature]string{}
+			}
+			o.Missing[f] = why
+		}
+	}
 	return &o, nil
 }
 
