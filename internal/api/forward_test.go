@@ -30,7 +30,7 @@ type forwards struct {
 
 func (b *forwards) AddForward(_ context.Context, network string, f model.Forward, ed model.Edit) (*plan.Plan, error) {
 	b.network, b.f, b.ed = network, f, ed
-	return &plan.Plan{Actions: []plan.Action{{Op: plan.OpSysctl, Key: "net.ipv4.ip_forward", Value: "1"}}}, b.err
+	return &plan.Plan{Actions: []plan.Action{plan.SetSysctl{Key: "net.ipv4.ip_forward", Value: "1"}}}, b.err
 }
 
 func (b *forwards) RemoveForward(_ context.Context, network, port, proto string, ed model.Edit) (*plan.Plan, error) {

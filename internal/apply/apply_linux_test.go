@@ -115,7 +115,7 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 	if err != nil {
 		t.Fatal(err)
 	}
-	deletes := slices.ContainsFunc(p.Actions, func(a plan.Action) bool { return a.Op == plan.OpDelLink })
+	deletes := slices.ContainsFunc(p.Actions, func(a plan.Action) bool { return a.Op() == plan.OpDelLink })
 	for n := 1; ; n++ {
 		f := &applytest.Failing{K: host, N: n}
 		err := run(f, to)
@@ -131,10 +131,10 @@ func everyStep(t *testing.T, ns string, host *kernel.Host, run func(apply.Kernel
 			t.Fatalf("step %d: want an injected failure rolled back cleanly, got %v", n, err)
 		}
 		if got := nstest.SemanticDump(t, ns); got != wantSem {
-			t.Fatalf("after a failure at step %d (%s) the kernel differs from before:\n--- before\n%s\n--- after\n%s", n, ae.Step.Op, wantSem, got)
+			t.Fatalf("after a failure at step %d (%s) the kernel differs from before:\n--- before\n%s\n--- after\n%s", n, ae.Step.Op(), wantSem, got)
 		}
 		if got := dump(t, ns); !deletes && got != want {
-			t.Fatalf("after a failure at step %d (%s) the kernel differs from before:\n--- before\n%s\n--- after\n%s", n, ae.Step.Op, want, got)
+			t.Fatalf("after a failure at step %d (%s) the kernel differs from before:\n--- before\n%s\n--- after\n%s", n, ae.Step.Op(), want, got)
 		}
 	}
 	// And the change itself converges: a second plan is empty.

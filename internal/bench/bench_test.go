@@ -584,8 +584,9 @@ func TestConfigs(t *testing.T) {
 			if n := len(cfg.Ports(natNetwork)); n != 301 {
 				t.Errorf("everything: %d ports on the NAT network, want 301", n)
 			}
-			if f := cfg.Network(natNetwork).Forwards; len(f) != 3 {
-				t.Errorf("everything: %d forwards, want 3", len(f))
+			// iperf3's port (TCP and UDP) and the echo's (TCP and UDP).
+			if f := cfg.Network(natNetwork).Forwards; len(f) != 4 {
+				t.Errorf("everything: %d forwards, want 4", len(f))
 			}
 		}
 	}

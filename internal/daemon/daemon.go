@@ -362,7 +362,7 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 	if !p.Empty() {
 		d.log.Info("reconciled", "trigger", why, "actions", p.Summary())
 		for _, a := range p.Actions {
-			d.metrics.DriftRepaired(string(a.Op))
+			d.metrics.DriftRepaired(string(a.Op()))
 		}
 	}
 	d.restartRecreated(p)
@@ -391,8 +391,8 @@ func (d *Daemon) sysctlDrifted() bool {
 func (d *Daemon) restartRecreated(p *plan.Plan) {
 	created := map[string]bool{}
 	for _, a := range p.Actions {
-		if a.Op == plan.OpAddBridge {
-			created[a.Link] = true
+		if a.Op() == plan.OpAddBridge {
+			created[a.Link()] = true
 		}
 	}
 	if len(created) == 0 {

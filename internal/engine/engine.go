@@ -384,8 +384,8 @@ func eventOf(kind string, p *plan.Plan, what string) *store.Event {
 	}
 	var objects []string
 	for _, a := range p.Actions {
-		if a.Link != "" && !slices.Contains(objects, a.Link) {
-			objects = append(objects, a.Link)
+		if a.Link() != "" && !slices.Contains(objects, a.Link()) {
+			objects = append(objects, a.Link())
 		}
 	}
 	return &store.Event{Kind: kind, Object: strings.Join(objects, ","), Message: what + ": " + p.Summary()}
@@ -452,11 +452,11 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 	var errs []error
 	released := map[string]bool{}
 	for _, a := range p.Actions {
-		switch a.Op {
+		switch a.Op() {
 		case plan.OpRelease:
-			released[a.Link] = true
+			released[a.Link()] = true
 		case plan.OpConvert:
-			released[a.Link] = false // converted again, the other way
+			released[a.Link()] = false // converted again, the other way
 		}
 	}
 	for link, gone := range released {
@@ -466,7 +466,8 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 		}
 	}
 	for _, a := range p.Actions {
-		if a.Op != plan.OpSysctl {
+		a, ok := a.(plan.SetSysctl)
+		if !ok {
 			continue
 		}
 		if orig, _ := e.Store.Originals(); orig[a.Key] == a.Value {

@@ -129,10 +129,13 @@ type elementKernel struct {
 func elementsOnly(k Kernel, p *plan.Plan) (elementKernel, bool) {
 	ek := elementKernel{Kernel: k, changes: map[knftables.Family]*plan.NftChange{}}
 	for _, a := range p.Actions {
-		switch {
-		case a.Op == plan.OpCtDelete:
-		case a.Op == plan.OpNft && !a.Nft.Rebuild && !a.Nft.Delete && ek.changes[a.Nft.Ruleset.Family] == nil:
-			ek.changes[a.Nft.Ruleset.Family] = a.Nft
+		switch a := a.(type) {
+		case plan.CutFlows:
+		case *plan.NftChange:
+			if a.Rebuild || a.Delete || ek.changes[a.Ruleset.Family] != nil {
+				return ek, false
+			}
+			ek.changes[a.Ruleset.Family] = a
 		default:
 			return ek, false
 		}

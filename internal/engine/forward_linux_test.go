@@ -230,22 +230,21 @@ func TestForwardEdits(t *testing.T) {
 // TestElementsOnly: only plans of element edits (and cut connections)
 // take the short way.
 func TestElementsOnly(t *testing.T) {
-	edit := func(fam string) plan.Action {
-		return plan.Action{Op: plan.OpNft, Nft: &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.Family(fam)}}}
+	edit := func(fam string) *plan.NftChange {
+		return &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.Family(fam)}}
 	}
-	rebuild := edit("inet")
-	rebuild.Nft.Rebuild = true
+	rebuild := &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.InetFamily}, Rebuild: true}
 	for _, tt := range []struct {
 		name    string
 		actions []plan.Action
 		want    bool
 	}{
 		{"one edit", []plan.Action{edit("inet")}, true},
-		{"edit and cut", []plan.Action{edit("inet"), {Op: plan.OpCtDelete}}, true},
+		{"edit and cut", []plan.Action{edit("inet"), plan.CutFlows{}}, true},
 		{"two tables", []plan.Action{edit("bridge"), edit("inet")}, true},
 		{"one table twice", []plan.Action{edit("inet"), edit("inet")}, false},
 		{"rebuild", []plan.Action{rebuild}, false},
-		{"a link too", []plan.Action{edit("inet"), {Op: plan.OpAddBridge, Link: "kv-dev"}}, false},
+		{"a link too", []plan.Action{edit("inet"), plan.AddBridge{Name: "kv-dev"}}, false},
 	} {
 		if _, got := elementsOnly(nil, &plan.Plan{Actions: tt.actions}); got != tt.want {
 			t.Errorf("%s: elementsOnly = %v, want %v", tt.name, got, tt.want)

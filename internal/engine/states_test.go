@@ -156,7 +156,7 @@ func TestFakeRollbackAtEveryStep(t *testing.T) {
 				t.Fatalf("%s, call %d: want an injected failure rolled back cleanly, got %v", s.name, n, err)
 			}
 			if got := k.Dump(); got != before {
-				t.Fatalf("%s: after a failure at call %d (%s) the kernel differs:\n--- before\n%s\n--- after\n%s", s.name, n, ae.Step.Op, before, got)
+				t.Fatalf("%s: after a failure at call %d (%s) the kernel differs:\n--- before\n%s\n--- after\n%s", s.name, n, ae.Step.Op(), before, got)
 			}
 			if _, rev, _ := e.Store.Desired(); rev != 0 {
 				t.Fatalf("%s: a failed apply stored revision %d", s.name, rev)

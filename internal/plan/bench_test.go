@@ -133,7 +133,7 @@ func BenchmarkRender(b *testing.B) {
 			s := benchSetup(b, n)
 			var nft []Action
 			for _, a := range s.fromEmpty.Actions {
-				if a.Op == OpNft {
+				if a.Op() == OpNft {
 					nft = append(nft, a)
 				}
 			}

@@ -79,15 +79,16 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 		return nil, err
 	}
 	b.ports()
+	b.shape()
 	b.collect()
 	b.sysctls()
 	if err := b.tables(); err != nil {
 		return nil, err
 	}
 	// Connections through revoked forwards are cut last, once nothing can
-	// roll the forward back in. tc (QoS) will come after the ports it
-	// shapes exist and before the firewall lets traffic through.
-	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
+	// roll the forward back in. tc (QoS) comes once the ports it shapes
+	// are on their bridges and before the firewall lets traffic through.
+	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.tc, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
 		b.p.Actions = append(b.p.Actions, group...)
 	}
 	b.p.Removal = removal(b.p, obs)
@@ -104,7 +105,7 @@ type builder struct {
 
 	errs []error
 	// The groups of actions, composed by Build in its documented order.
-	create, convert, enslave, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
+	create, convert, enslave, tc, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
 
 	// uplinkBridge maps uplinks of bridged networks to their bridges: a
 	// nat network whose egress is one leaves through the bridge. uplinks
@@ -177,7 +178,7 @@ func (b *builder) nat(i int) {
 		return
 	}
 	if l, ok := obs.Links[n.Bridge]; ok && opt.claimed(l) {
-		b.create = append(b.create, Action{Op: OpSetAlias, Link: n.Bridge, Alias: BridgeAlias(n.Name)})
+		b.create = append(b.create, SetAlias{Name: n.Bridge, Alias: BridgeAlias(n.Name), Prev: l.Alias})
 		l.Alias = BridgeAlias(n.Name)
 		obs.Links[n.Bridge] = l
 	}
@@ -214,23 +215,23 @@ func (b *builder) natBridge(n *model.Network) {
 	l, exists := b.obs.Links[n.Bridge]
 	if !exists {
 		b.create = append(b.create,
-			Action{Op: OpAddBridge, Link: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
-			Action{Op: OpSetUp, Link: n.Bridge, Up: true})
-		b.addrAdd = append(b.addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+			AddBridge{Name: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
+			SetUp{Name: n.Bridge, Up: true})
+		b.addrAdd = append(b.addrAdd, AddAddr{Name: n.Bridge, Addr: gw})
 		return
 	}
 	if n.MTU != 0 && l.MTU != n.MTU {
-		b.create = append(b.create, Action{Op: OpSetMTU, Link: n.Bridge, MTU: n.MTU, PrevMTU: l.MTU})
+		b.create = append(b.create, SetMTU{Name: n.Bridge, MTU: n.MTU, Prev: l.MTU})
 	}
 	if !l.Up {
-		b.create = append(b.create, Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+		b.create = append(b.create, SetUp{Name: n.Bridge, Up: true})
 	}
 	if !slices.Contains(l.Addrs, gw) {
-		b.addrAdd = append(b.addrAdd, Action{Op: OpAddAddr, Link: n.Bridge, Addr: gw})
+		b.addrAdd = append(b.addrAdd, AddAddr{Name: n.Bridge, Addr: gw})
 	}
 	for _, a := range l.Addrs {
 		if a != gw {
-			b.addrDel = append(b.addrDel, Action{Op: OpDelAddr, Link: n.Bridge, Addr: a})
+			b.addrDel = append(b.addrDel, DelAddr{Name: n.Bridge, Addr: a})
 		}
 	}
 }
@@ -243,7 +244,7 @@ func (b *builder) ports() {
 		l, exists := b.obs.Links[name]
 		switch {
 		case !exists && dp.create:
-			b.create = append(b.create, Action{Op: OpAddTap, Link: name, Tap: dp.spec, Alias: TapAlias(dp.vm)})
+			b.create = append(b.create, AddTap{Name: name, Spec: dp.spec, Alias: TapAlias(dp.vm)})
 			b.enslave = appendAdoptPort(b.enslave, Link{Name: name}, dp.bridge, dp.isolated)
 		case !exists:
 			b.p.Waiting = append(b.p.Waiting, name)
@@ -251,7 +252,7 @@ func (b *builder) ports() {
 			if dp.create && b.opt.claimed(l) {
 				// A tap kvmnet created but could not mark (killed in
 				// between): claim it, so destroy removes it.
-				b.create = append(b.create, Action{Op: OpSetAlias, Link: name, Alias: TapAlias(dp.vm), PrevAlias: l.Alias})
+				b.create = append(b.create, SetAlias{Name: name, Alias: TapAlias(dp.vm), Prev: l.Alias})
 			}
 			b.enslave = appendAdoptPort(b.enslave, l, dp.bridge, dp.isolated)
 		}
@@ -274,11 +275,11 @@ func (b *builder) collect() {
 		switch {
 		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
 			gone := l
-			b.del = append(b.del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+			b.del = append(b.del, DelLink{Gone: gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
 			// An adopted tap that left the config is set free, not deleted:
 			// it belongs to libvirt or qemu.
-			b.release = append(b.release, Action{Op: OpSetMaster, Link: name, Master: "", PrevMaster: l.Master})
+			b.release = append(b.release, SetMaster{Name: name, Master: "", Prev: l.Master})
 		}
 	}
 	for _, name := range sortedKeys(b.uplinks) {
@@ -295,11 +296,11 @@ func (b *builder) collect() {
 				// The bridge went away with the host's addresses (ip link
 				// del): give them back to the uplink all the same.
 				u.Bridge = ""
-				b.release = append(b.release, Action{Op: OpRelease, Link: name, Uplink: &u})
+				b.release = append(b.release, Release{Name: name, Uplink: u})
 			}
 			continue
 		}
-		b.release = append(b.release, Action{Op: OpRelease, Link: name, Uplink: &u})
+		b.release = append(b.release, Release{Name: name, Uplink: u})
 	}
 	for _, name := range obs.Names() {
 		l := obs.Links[name]
@@ -310,7 +311,7 @@ func (b *builder) collect() {
 					gone.Ports = append(gone.Ports, obs.Links[p])
 				}
 			}
-			b.del = append(b.del, Action{Op: OpDelLink, Link: name, Gone: &gone})
+			b.del = append(b.del, DelLink{Gone: gone})
 		}
 	}
 }
@@ -320,11 +321,11 @@ func (b *builder) collect() {
 func (b *builder) sysctls() {
 	if b.natNets > 0 {
 		if cur := b.obs.Sysctls[SysctlIPForward]; cur != "1" {
-			b.need = append(b.need, Action{Op: OpSysctl, Key: SysctlIPForward, Value: "1", Prev: cur})
+			b.need = append(b.need, SetSysctl{Key: SysctlIPForward, Value: "1", Prev: cur})
 		}
 	} else if orig, ok := b.opt.Originals[SysctlIPForward]; ok {
 		if cur := b.obs.Sysctls[SysctlIPForward]; cur != orig {
-			b.restore = append(b.restore, Action{Op: OpSysctl, Key: SysctlIPForward, Value: orig, Prev: cur})
+			b.restore = append(b.restore, SetSysctl{Key: SysctlIPForward, Value: orig, Prev: cur})
 		}
 	}
 }
@@ -348,15 +349,15 @@ func (b *builder) tables() error {
 	rs := DesiredRuleset(rc, cl)
 	// The bridge table first: guests are checked before they are routed.
 	if ch := nftChange(&b.obs.Bridge, b.belems, len(b.wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
-		b.nft = append(b.nft, Action{Op: OpNft, Nft: ch})
+		b.nft = append(b.nft, ch)
 	}
 	if ch := nftChange(&b.obs.Table, b.elems, len(b.wantBridges) > 0, rs, TableComment); !ch.Empty() {
-		b.nft = append(b.nft, Action{Op: OpNft, Nft: ch})
+		b.nft = append(b.nft, ch)
 		if err := checkConflicts(b.cfg, b.obs, ch, b.opt.Listeners); err != nil {
 			return err
 		}
 		if flows := revoked(&b.obs.Table, ch); len(flows) > 0 {
-			b.ct = append(b.ct, Action{Op: OpCtDelete, Flows: flows})
+			b.ct = append(b.ct, CutFlows{Flows: flows})
 		}
 	}
 	return nil
@@ -375,13 +376,13 @@ func AdoptPort(l Link, bridge string, isolated bool) []Action {
 // thousands of ports and need not allocate for each.
 func appendAdoptPort(out []Action, l Link, bridge string, isolated bool) []Action {
 	if l.Master != bridge {
-		out = append(out, Action{Op: OpSetMaster, Link: l.Name, Master: bridge, PrevMaster: l.Master})
+		out = append(out, SetMaster{Name: l.Name, Master: bridge, Prev: l.Master})
 	}
 	if !l.Up {
-		out = append(out, Action{Op: OpSetUp, Link: l.Name, Up: true})
+		out = append(out, SetUp{Name: l.Name, Up: true})
 	}
 	if wasIsolated := l.Master == bridge && l.Isolated; isolated != wasIsolated {
-		out = append(out, Action{Op: OpIsolate, Link: l.Name, Up: isolated})
+		out = append(out, SetIsolated{Name: l.Name, On: isolated})
 	}
 	return out
 }

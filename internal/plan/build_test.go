@@ -81,25 +81,25 @@ func hostOnly() *Observed {
 // state-transition tests can chain plans without a kernel.
 func simulate(obs *Observed, p *Plan) {
 	for _, a := range p.Actions {
-		l := obs.Links[a.Link]
-		switch a.Op {
-		case OpAddBridge:
-			obs.Links[a.Link] = Link{Name: a.Link, Kind: "bridge", Alias: a.Alias, MTU: 1500}
-		case OpAddTap:
-			obs.Links[a.Link] = Link{Name: a.Link, Kind: "tuntap", Alias: a.Alias, MTU: 1500}
-		case OpSetMTU:
+		l := obs.Links[a.Link()]
+		switch a := a.(type) {
+		case AddBridge:
+			obs.Links[a.Link()] = Link{Name: a.Link(), Kind: "bridge", Alias: a.Alias, MTU: 1500}
+		case AddTap:
+			obs.Links[a.Link()] = Link{Name: a.Link(), Kind: "tuntap", Alias: a.Alias, MTU: 1500}
+		case SetMTU:
 			l.MTU = a.MTU
-			obs.Links[a.Link] = l
-		case OpSetUp:
+			obs.Links[a.Link()] = l
+		case SetUp:
 			l.Up = a.Up
-			obs.Links[a.Link] = l
-		case OpSetMaster:
+			obs.Links[a.Link()] = l
+		case SetMaster:
 			l.Master = a.Master
-			obs.Links[a.Link] = l
-		case OpAddAddr:
+			obs.Links[a.Link()] = l
+		case AddAddr:
 			l.Addrs = append(l.Addrs, a.Addr)
-			obs.Links[a.Link] = l
-		case OpDelAddr:
+			obs.Links[a.Link()] = l
+		case DelAddr:
 			var keep []netip.Prefix
 			for _, p := range l.Addrs {
 				if p != a.Addr {
@@ -107,62 +107,62 @@ func simulate(obs *Observed, p *Plan) {
 				}
 			}
 			l.Addrs = keep
-			obs.Links[a.Link] = l
-		case OpSysctl:
+			obs.Links[a.Link()] = l
+		case SetSysctl:
 			obs.Sysctls[a.Key] = a.Value
-		case OpDelLink:
-			delete(obs.Links, a.Link)
+		case DelLink:
+			delete(obs.Links, a.Link())
 			for n, o := range obs.Links {
-				if o.Master == a.Link {
+				if o.Master == a.Link() {
 					o.Master = ""
 					obs.Links[n] = o
 				}
 			}
-		case OpIsolate:
-			l.Isolated = a.Up
-			obs.Links[a.Link] = l
-		case OpConvert:
+		case SetIsolated:
+			l.Isolated = a.On
+			obs.Links[a.Link()] = l
+		case Convert:
 			l.Master = a.Uplink.Bridge
-			obs.Links[a.Link] = l
+			obs.Links[a.Link()] = l
 			br := obs.Links[a.Uplink.Bridge]
 			br.Addrs = l.Addrs
 			obs.Links[a.Uplink.Bridge] = br
 			l.Addrs = nil
-			obs.Links[a.Link] = l
-			obs.Hosts[a.Uplink.Bridge] = obs.Hosts[a.Link]
-			delete(obs.Hosts, a.Link)
-		case OpRelease:
+			obs.Links[a.Link()] = l
+			obs.Hosts[a.Uplink.Bridge] = obs.Hosts[a.Link()]
+			delete(obs.Hosts, a.Link())
+		case Release:
 			l.Master = ""
 			br := obs.Links[a.Uplink.Bridge]
 			l.Addrs, br.Addrs = br.Addrs, nil
-			obs.Links[a.Link] = l
+			obs.Links[a.Link()] = l
 			obs.Links[a.Uplink.Bridge] = br
-			obs.Hosts[a.Link] = a.Uplink.Config
+			obs.Hosts[a.Link()] = a.Uplink.Config
 			delete(obs.Hosts, a.Uplink.Bridge)
-		case OpNft:
+		case *NftChange:
 			table := &obs.Table
-			if a.Nft.Ruleset.Family == knftables.BridgeFamily {
+			if a.Ruleset.Family == knftables.BridgeFamily {
 				table = &obs.Bridge
 			}
 			switch {
-			case a.Nft.Delete:
+			case a.Delete:
 				*table = TableState{}
-			case a.Nft.Rebuild:
-				*table = TableState{Exists: true, Comment: a.Nft.Version, Chains: map[string][]string{}, Sets: Elements{}}
-				for _, c := range a.Nft.Ruleset.Chains {
+			case a.Rebuild:
+				*table = TableState{Exists: true, Comment: a.Version, Chains: map[string][]string{}, Sets: Elements{}}
+				for _, c := range a.Ruleset.Chains {
 					table.Chains[c.Name] = []string{}
 					for _, r := range c.Rules {
 						table.Chains[c.Name] = append(table.Chains[c.Name], r.Comment)
 					}
 				}
-				for _, s := range a.Nft.Ruleset.Sets {
-					table.Sets[s.Name] = append([]Element{}, a.Nft.Elements[s.Name]...)
+				for _, s := range a.Ruleset.Sets {
+					table.Sets[s.Name] = append([]Element{}, a.Elements[s.Name]...)
 				}
 			default:
-				for set, els := range a.Nft.Del {
+				for set, els := range a.Del {
 					table.Sets[set], _ = diff(els, table.Sets[set]) // what is left
 				}
-				for set, els := range a.Nft.Add {
+				for set, els := range a.Add {
 					table.Sets[set] = append(table.Sets[set], els...)
 				}
 			}
@@ -292,14 +292,14 @@ func TestDriftRebuildsOnlyWhatIsWrong(t *testing.T) {
 	// Someone deletes one rule: the table is rebuilt.
 	obs.Table.Chains["forward"] = obs.Table.Chains["forward"][1:]
 	p, _ = Build(cfg, obs, Options{})
-	if len(p.Actions) != 1 || p.Actions[0].Op != OpNft || !p.Actions[0].Nft.Rebuild || p.Actions[0].Nft.Ruleset.Family != knftables.InetFamily {
+	if len(p.Actions) != 1 || !isRebuild(p.Actions[0], knftables.InetFamily) {
 		t.Fatalf("want one nft rebuild, got:\n%s", p)
 	}
 	simulate(obs, p)
 	// Someone deletes one element: only that element comes back.
 	obs.Table.Sets[SetNATIfs] = []Element{"kv-dev"}
 	p, _ = Build(cfg, obs, Options{})
-	if len(p.Actions) != 1 || p.Actions[0].Nft.Rebuild || !cmp.Equal(p.Actions[0].Nft.Add, Elements{SetNATIfs: {"kv-test"}}) {
+	if ch, ok := p.Actions[0].(*NftChange); len(p.Actions) != 1 || !ok || ch.Rebuild || !cmp.Equal(ch.Add, Elements{SetNATIfs: {"kv-test"}}) {
 		t.Fatalf("want one element added, got:\n%s", p)
 	}
 }
@@ -331,12 +331,12 @@ vms:
 	}
 	golden(t, "bridged-1-convert.plan", p.String())
 	for _, a := range p.Actions {
-		if a.Op == OpConvert {
-			v, err := EncodeUplink(*a.Uplink)
+		if a, ok := a.(Convert); ok {
+			v, err := EncodeUplink(a.Uplink)
 			if err != nil {
 				t.Fatal(err)
 			}
-			orig[UplinkOriginalKey(a.Link)] = v
+			orig[UplinkOriginalKey(a.Link())] = v
 		}
 	}
 	simulate(obs, p)
@@ -377,10 +377,21 @@ func TestDiff(t *testing.T) {
 	}
 }
 
+// qdisc is a step of a kind the summary does not know.
+type qdisc struct{ AddBridge }
+
+func (qdisc) Op() Op { return "add-qdisc" }
+
+// isRebuild reports whether a is a rebuild of the table of fam.
+func isRebuild(a Action, fam knftables.Family) bool {
+	ch, ok := a.(*NftChange)
+	return ok && ch.Rebuild && ch.Ruleset.Family == fam
+}
+
 // TestSummaryCountsEveryOp checks that an op the summary does not list by
 // name is still counted: a new kind of action must never vanish from it.
 func TestSummaryCountsEveryOp(t *testing.T) {
-	p := &Plan{Actions: []Action{{Op: OpNft}, {Op: "add-qdisc"}, {Op: OpAddBridge}, {Op: "add-qdisc"}}}
+	p := &Plan{Actions: []Action{&NftChange{}, qdisc{}, AddBridge{}, qdisc{}}}
 	if got, want := p.Summary(), "1 add-bridge, 1 nft, 2 add-qdisc"; got != want {
 		t.Errorf("Summary() = %q, want %q", got, want)
 	}

@@ -41,4 +41,3 @@ func (b *builder) require(f Feature, path, key string) bool {
 		key, f, why, key))
 	return false
 }
-

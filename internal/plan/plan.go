@@ -5,13 +5,12 @@
 package plan
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
-
-	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/backend"
 )
@@ -174,102 +173,21 @@ type TapSpec struct {
 	Owner  string
 }
 
-// Action is one step. Prev* fields hold what the kernel had before, so the
-// step can be undone.
-type Action struct {
-	Op    Op
-	Link  string
-	Alias string
-	MTU   int
-	// PrevMTU is the MTU before a set-mtu.
-	PrevMTU int
-	Up      bool
-	// PrevAlias is the alias before a set-alias.
-	PrevAlias string
-	// Master "" means nomaster.
-	Master, PrevMaster string
-	Addr               netip.Prefix
-	Tap                TapSpec
-	Key, Value, Prev   string
-	Nft                *NftChange
-	// Gone is the link a del-link removes, to recreate it on undo.
-	Gone *Link
-	// Flows are the connections a conntrack-delete cuts.
-	Flows []Flow
-	// HWAddr is the MAC an add-bridge gives the bridge (a bridged
-	// network's bridge takes its uplink's).
-	HWAddr string
-	// Uplink is what a bridge-uplink or release-uplink moves.
-	Uplink *Uplink
-}
-
-// String prints the action as the command that would do the same by hand.
-func (a Action) String() string {
-	switch a.Op {
-	case OpAddBridge:
-		s := fmt.Sprintf("ip link add %s type bridge", a.Link)
-		if a.MTU != 0 {
-			s += fmt.Sprintf(" mtu %d", a.MTU)
-		}
-		if a.HWAddr != "" {
-			s += " address " + a.HWAddr
-		}
-		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias) +
-			fmt.Sprintf(" && ip link set %s type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0", a.Link)
-	case OpBridgeNF:
-		return fmt.Sprintf("ip link set %s type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0", a.Link)
-	case OpConvert:
-		return convertCommands(a.Link, *a.Uplink)
-	case OpRelease:
-		return releaseCommands(a.Link, *a.Uplink)
-	case OpAddTap:
-		s := fmt.Sprintf("ip tuntap add dev %s mode tap vnet_hdr", a.Link)
-		if a.Tap.Queues > 1 {
-			s += " multi_queue"
-		}
-		if a.Tap.Owner != "" {
-			s += " user " + a.Tap.Owner
-		}
-		return s + fmt.Sprintf(" && ip link set %s alias %q", a.Link, a.Alias)
-	case OpSetMTU:
-		return fmt.Sprintf("ip link set %s mtu %d", a.Link, a.MTU)
-	case OpSetAlias:
-		return fmt.Sprintf("ip link set %s alias %q", a.Link, a.Alias)
-	case OpSetUp:
-		if a.Up {
-			return fmt.Sprintf("ip link set %s up", a.Link)
-		}
-		return fmt.Sprintf("ip link set %s down", a.Link)
-	case OpIsolate:
-		if a.Up {
-			return fmt.Sprintf("bridge link set dev %s isolated on", a.Link)
-		}
-		return fmt.Sprintf("bridge link set dev %s isolated off", a.Link)
-	case OpSetMaster:
-		if a.Master == "" {
-			return fmt.Sprintf("ip link set %s nomaster", a.Link)
-		}
-		return fmt.Sprintf("ip link set %s master %s", a.Link, a.Master)
-	case OpAddAddr:
-		return fmt.Sprintf("ip addr add %s dev %s", a.Addr, a.Link)
-	case OpDelAddr:
-		return fmt.Sprintf("ip addr del %s dev %s", a.Addr, a.Link)
-	case OpSysctl:
-		return fmt.Sprintf("sysctl -w %s=%s", a.Key, a.Value)
-	case OpDelLink:
-		return fmt.Sprintf("ip link del %s", a.Link)
-	case OpCtDelete:
-		var lines []string
-		for _, f := range a.Flows {
-			lines = append(lines, fmt.Sprintf("conntrack -D -p %s --orig-dst %s --orig-port-dst %d", f.Proto, f.Addr, f.Port))
-		}
-		return strings.Join(lines, "\n")
-	case OpNft:
-		tx := knftables.NewFake(a.Nft.Ruleset.Family, TableName).NewTransaction()
-		a.Nft.Transaction(tx)
-		return "nft -f - <<EOF\n" + tx.String() + "EOF"
-	}
-	return string(a.Op) + " " + a.Link
+// Action is one step of a plan, typed by what it does (the step types
+// are in steps.go and steps_link.go). Each kind carries what it needs,
+// prints itself as the command that does the same by hand, and does
+// itself on a Kernel, returning its inverse: a new concern adds its step
+// types and its planner, not a case in a switch.
+type Action interface {
+	// Op names the kind, for summaries, logs and metrics.
+	Op() Op
+	// Link is the link the step is about, "" for none.
+	Link() string
+	// String is the command that would do the same by hand.
+	String() string
+	// Do runs the step on k and returns what undoes it; nil when nothing
+	// can (a cut connection stays cut).
+	Do(ctx context.Context, k Kernel, h Hooks) (Undo, error)
 }
 
 // Plan is an ordered list of actions, plus what cannot be done yet.
@@ -353,15 +271,15 @@ func (p *Plan) Summary() string {
 func (p *Plan) linuxSummary() string {
 	counts := map[Op]int{}
 	for _, a := range p.Actions {
-		counts[a.Op]++
+		counts[a.Op()]++
 	}
 	// The ops in the order a person reads a plan; an op not listed here
 	// (a new one) is counted after them, in the order it comes, never
 	// left out.
 	order := []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
 	for _, a := range p.Actions {
-		if !slices.Contains(order, a.Op) {
-			order = append(order, a.Op)
+		if !slices.Contains(order, a.Op()) {
+			order = append(order, a.Op())
 		}
 	}
 	var parts []string

@@ -54,10 +54,13 @@ func removal(p *Plan, obs *Observed) *Removal {
 	r := &Removal{Managed: managed}
 	gone := map[string]bool{}
 	for _, a := range p.Actions {
-		switch {
-		case a.Op == OpDelLink && owned[a.Link]:
-			gone[a.Link] = true
-			if l := obs.Links[a.Link]; IsOwnedBridge(l) {
+		switch a := a.(type) {
+		case DelLink:
+			if !owned[a.Link()] {
+				continue
+			}
+			gone[a.Link()] = true
+			if l := obs.Links[a.Link()]; IsOwnedBridge(l) {
 				r.Networks = append(r.Networks, fmt.Sprintf("%s (bridge %s, %s)", strings.TrimPrefix(l.Alias, bridgeAliasTag), l.Name, plural(ports[l.Name], "port")))
 				// Its ports leave with it.
 				for _, port := range obs.Links {
@@ -66,8 +69,10 @@ func removal(p *Plan, obs *Observed) *Removal {
 					}
 				}
 			}
-		case a.Op == OpSetMaster && a.Master == "" && IsOwnedBridge(obs.Links[a.PrevMaster]):
-			gone[a.Link] = true
+		case SetMaster:
+			if a.Master == "" && IsOwnedBridge(obs.Links[a.Prev]) {
+				gone[a.Name] = true
+			}
 		}
 	}
 	r.Links = len(gone)

@@ -231,7 +231,7 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options, uplink
 			"network %q: uplink %q is already a port of %q; an interface can be enslaved to one bridge only (release it with `ip link set %s nomaster`, or name another uplink)", n.Name, n.Uplink, u.Master, n.Uplink)
 	}
 	if l, ok := obs.Links[n.Bridge]; ok && opt.claimed(l) {
-		create = append(create, Action{Op: OpSetAlias, Link: n.Bridge, Alias: BridgeAlias(n.Name)})
+		create = append(create, SetAlias{Name: n.Bridge, Alias: BridgeAlias(n.Name), Prev: l.Alias})
 		l.Alias = BridgeAlias(n.Name)
 		obs.Links[n.Bridge] = l
 	}
@@ -245,17 +245,17 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options, uplink
 			"network %q: bridge %q belongs to another kvmnet network (alias %q); give each network its own bridge:", n.Name, n.Bridge, l.Alias)
 	case !exists:
 		create = append(create,
-			Action{Op: OpAddBridge, Link: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name), HWAddr: u.HWAddr},
-			Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+			AddBridge{Name: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name), HWAddr: u.HWAddr},
+			SetUp{Name: n.Bridge, Up: true})
 	default:
 		if n.MTU != 0 && l.MTU != n.MTU {
-			create = append(create, Action{Op: OpSetMTU, Link: n.Bridge, MTU: n.MTU, PrevMTU: l.MTU})
+			create = append(create, SetMTU{Name: n.Bridge, MTU: n.MTU, Prev: l.MTU})
 		}
 		if !l.Up {
-			create = append(create, Action{Op: OpSetUp, Link: n.Bridge, Up: true})
+			create = append(create, SetUp{Name: n.Bridge, Up: true})
 		}
 		if l.BridgeNF == "on" {
-			create = append(create, Action{Op: OpBridgeNF, Link: n.Bridge})
+			create = append(create, BridgeNFOff{Name: n.Bridge})
 		}
 	}
 	orig, hasOrig := uplinks[n.Uplink]
@@ -267,7 +267,7 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options, uplink
 		rel.Bridge = n.Bridge
 		conv := Uplink{Bridge: n.Bridge, Config: orig.Config, Move: string(n.HostAddress)}
 		conv.Config.MTU, conv.Config.HWAddr = u.MTU, u.HWAddr
-		convert = append(convert, Action{Op: OpRelease, Link: n.Uplink, Uplink: &rel}, Action{Op: OpConvert, Link: n.Uplink, Uplink: &conv})
+		convert = append(convert, Release{Name: n.Uplink, Uplink: rel}, Convert{Name: n.Uplink, Uplink: conv})
 	}
 	if u.Master != n.Bridge {
 		move := obs.Hosts[n.Uplink]
@@ -277,11 +277,11 @@ func bridgedNetwork(cfg *model.Config, i int, obs *Observed, opt Options, uplink
 			// host's addresses with it: move the ones from before.
 			move.Addrs, move.Routes = orig.Config.Addrs, orig.Config.Routes
 		}
-		convert = append(convert, Action{Op: OpConvert, Link: n.Uplink,
-			Uplink: &Uplink{Bridge: n.Bridge, Config: move, Move: string(n.HostAddress)}})
+		convert = append(convert, Convert{Name: n.Uplink,
+			Uplink: Uplink{Bridge: n.Bridge, Config: move, Move: string(n.HostAddress)}})
 	}
 	if !u.Up {
-		convert = append(convert, Action{Op: OpSetUp, Link: n.Uplink, Up: true})
+		convert = append(convert, SetUp{Name: n.Uplink, Up: true})
 	}
 	return create, convert, nil
 }
