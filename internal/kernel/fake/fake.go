@@ -227,10 +227,12 @@ func (k *Kernel) SetMaster(name, master string) error {
 		return fmt.Errorf("master %q: no such device", master)
 	}
 	return k.link(name, func(l *plan.Link) error {
-		l.Master = master
-		if master == "" {
+		if l.Master != master {
+			// A bridge port's flags belong to the port: leaving a bridge
+			// ends it, joining one starts a port with the defaults.
 			l.Isolated = false
 		}
+		l.Master = master
 		return nil
 	})
 }
