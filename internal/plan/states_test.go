@@ -3,7 +3,6 @@ package plan_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,25 +23,7 @@ import (
 
 // host is a kernel with an uplink on a LAN, three taps libvirt made and
 // ip_forward off.
-func host() *fake.Kernel {
-	pfx := netip.MustParsePrefix
-	return fake.New(&plan.Observed{
-		Links: map[string]plan.Link{
-			"lo":     {Name: "lo", Kind: "device", Up: true, Addrs: []netip.Prefix{pfx("127.0.0.1/8")}},
-			"eth0":   {Name: "eth0", Kind: "veth", Up: true, MTU: 1500, HWAddr: "02:00:00:00:00:02", Addrs: []netip.Prefix{pfx("172.30.0.2/24")}},
-			"web1-0": {Name: "web1-0", Kind: "tuntap", Up: true, MTU: 1500},
-			"db1-0":  {Name: "db1-0", Kind: "tuntap", Up: true, MTU: 1500},
-			"app1-0": {Name: "app1-0", Kind: "tuntap", Up: true, MTU: 1500},
-		},
-		DefaultRouteLink: "eth0",
-		Sysctls:          map[string]string{plan.SysctlIPForward: "0"},
-		Hosts: map[string]plan.HostConfig{
-			"eth0": {MTU: 1500, HWAddr: "02:00:00:00:00:02",
-				Addrs:  []plan.HostAddr{{Prefix: pfx("172.30.0.2/24"), ValidLft: plan.Forever, PreferredLft: plan.Forever}},
-				Routes: []plan.HostRoute{{Dst: pfx("0.0.0.0/0"), Gw: netip.MustParseAddr("172.30.0.1"), Table: 254, Protocol: 3, Type: 1}}},
-		},
-	})
-}
+func host() *fake.Kernel { return fake.LANHost() }
 
 const (
 	dev  = "  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0%s}\n"
