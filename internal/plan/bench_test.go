@@ -1,12 +1,15 @@
-package plan
+package plan_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/kvmnet/kvmnet/internal/kernel/fake"
 	"github.com/kvmnet/kvmnet/internal/model"
+	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
 // Benchmarks of the planner and the ruleset renderer at 1,000 and 10,000
@@ -33,12 +36,12 @@ func benchDoc(n int) string {
 }
 
 // benchState is what the benchmarks of one size share: the config, and an
-// observation of the kernel that matches it (made by simulating the plan
-// from empty), built once since parsing 10,000 interfaces takes a while.
+// observation of the kernel that matches it (the plan from empty done on the
+// kernel in memory), built once since parsing 10,000 interfaces takes a while.
 type benchState struct {
 	cfg, cfgPlusOne *model.Config
-	empty, matching *Observed
-	fromEmpty       *Plan
+	empty, matching *plan.Observed
+	fromEmpty       *plan.Plan
 }
 
 var benchStates = map[int]func() (*benchState, error){}
@@ -59,17 +62,22 @@ func newBenchState(n int) (*benchState, error) {
 		return nil, err
 	}
 	s.empty = hostOnly()
-	if s.fromEmpty, err = Build(s.cfg, hostOnly(), Options{}); err != nil {
+	if s.fromEmpty, err = plan.Build(s.cfg, hostOnly(), plan.Options{}); err != nil {
 		return nil, err
 	}
-	s.matching = hostOnly()
-	simulate(s.matching, s.fromEmpty)
-	p, err := Build(s.cfg, s.matching, Options{Originals: map[string]string{SysctlIPForward: "0"}})
+	k := fake.New(hostOnly())
+	if err := do(k, s.fromEmpty); err != nil {
+		return nil, err
+	}
+	if s.matching, err = k.Observe(context.Background(), plan.ObserveOptions{}); err != nil {
+		return nil, err
+	}
+	p, err := plan.Build(s.cfg, s.matching, plan.Options{Originals: map[string]string{plan.SysctlIPForward: "0"}})
 	if err != nil {
 		return nil, err
 	}
 	if !p.Empty() {
-		return nil, fmt.Errorf("the simulated kernel does not match the config: re-plan has %d actions, first %q", len(p.Actions), p.Actions[0])
+		return nil, fmt.Errorf("the kernel in memory does not match the config after the plan from empty: re-plan has %d actions, first %q", len(p.Actions), p.Actions[0])
 	}
 	return s, nil
 }
@@ -92,7 +100,7 @@ func BenchmarkBuild(b *testing.B) {
 			s := benchSetup(b, n)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Build(s.cfg, s.empty, Options{}); err != nil {
+				if _, err := plan.Build(s.cfg, s.empty, plan.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -101,7 +109,7 @@ func BenchmarkBuild(b *testing.B) {
 			s := benchSetup(b, n)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Build(s.cfg, s.matching, Options{}); err != nil {
+				if _, err := plan.Build(s.cfg, s.matching, plan.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -110,7 +118,7 @@ func BenchmarkBuild(b *testing.B) {
 			s := benchSetup(b, n)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Build(s.cfgPlusOne, s.matching, Options{}); err != nil {
+				if _, err := plan.Build(s.cfgPlusOne, s.matching, plan.Options{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -131,9 +139,9 @@ func BenchmarkRender(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("nft/%d", n), func(b *testing.B) {
 			s := benchSetup(b, n)
-			var nft []Action
+			var nft []plan.Action
 			for _, a := range s.fromEmpty.Actions {
-				if a.Op() == OpNft {
+				if a.Op() == plan.OpNft {
 					nft = append(nft, a)
 				}
 			}
