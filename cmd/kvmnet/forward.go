@@ -65,13 +65,22 @@ func (l *local) RemoveForward(ctx context.Context, req api.ForwardRequest) (*api
 // then goes the long way, as a whole file (editDesired).
 func (g *globals) editForward(ctx context.Context, out io.Writer, req api.ForwardRequest,
 	fast func(forwardEditor, context.Context, api.ForwardRequest) (*api.PlanResult, error), slow func(*model.Config) error) error {
+	return editInPlace(g, ctx, out, req, req.Edit, fast, slow)
+}
+
+// editInPlace runs an edit the daemon and the local engine make in place
+// (an editor E: forwardEditor, interfaceEditor) with fast; a daemon older
+// than this command has no route for it, and gets the whole file as slow
+// edits it (editDesired), named edit.
+func editInPlace[E, R any](g *globals, ctx context.Context, out io.Writer, req R, edit string,
+	fast func(E, context.Context, R) (*api.PlanResult, error), slow func(*model.Config) error) error {
 	b, err := g.openBackend(ctx)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
-	if fe, ok := b.(forwardEditor); ok {
-		r, err := fast(fe, ctx, req)
+	if e, ok := b.(E); ok {
+		r, err := fast(e, ctx, req)
 		if !errors.Is(err, api.ErrNoForwardRoute) {
 			if err != nil {
 				return err
@@ -81,7 +90,7 @@ func (g *globals) editForward(ctx context.Context, out io.Writer, req api.Forwar
 		}
 		g.log.Warn("the daemon is older than this command; sending it the whole edited file", "socket", g.Socket())
 	}
-	return g.editDesired(ctx, b, out, req.Edit, slow)
+	return g.editDesired(ctx, b, out, edit, slow)
 }
 
 func newForwardCmd(g *globals) *cobra.Command {
@@ -157,7 +166,7 @@ func newForwardAddCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("--network, --port and --to are required")
 			}
 			req := api.ForwardRequest{Network: network, Proto: f.Proto, Port: f.Port, To: f.To, From: f.From,
-				Listen: f.Listen, RateLimit: f.RateLimit, Force: f.Force, Edit: forwardAddEdit, Args: forwardArgs}
+				Listen: f.Listen, RateLimit: f.RateLimit, Force: f.Force, EditNames: api.EditNames{Edit: forwardAddEdit, Args: forwardArgs}}
 			return g.editForward(cmd.Context(), cmd.OutOrStdout(), req, forwardEditor.AddForward, func(cfg *model.Config) error {
 				n, err := findNetwork(cfg, network)
 				if err != nil {
@@ -193,7 +202,7 @@ func newForwardRmCmd(g *globals) *cobra.Command {
 			if network == "" || port == "" {
 				return fmt.Errorf("--network and --port are required")
 			}
-			req := api.ForwardRequest{Network: network, Port: port, Proto: proto, Edit: forwardRmEdit, Args: forwardArgs}
+			req := api.ForwardRequest{Network: network, Port: port, Proto: proto, EditNames: api.EditNames{Edit: forwardRmEdit, Args: forwardArgs}}
 			return g.editForward(cmd.Context(), cmd.OutOrStdout(), req, forwardEditor.RemoveForward, func(cfg *model.Config) error {
 				n, err := findNetwork(cfg, network)
 				if err != nil {

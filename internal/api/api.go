@@ -196,6 +196,8 @@ var endpoints = []endpoint{
 	}},
 	{"POST", "/v1/forwards", addForward},
 	{"DELETE", "/v1/forwards", removeForward},
+	{"POST", "/v1/vms/interfaces", attachInterface},
+	{"DELETE", "/v1/vms/interfaces", detachInterface},
 	{"GET", "/v1/ping", func(b Backend, r *http.Request) (any, error) {
 		return map[string]int{"pid": os.Getpid()}, nil
 	}},

@@ -25,11 +25,15 @@ type ForwardRequest struct {
 	RateLimit string   `json:"rateLimit,omitempty"`
 	Force     bool     `json:"force,omitempty"`
 
-	// Edit names the request in messages and in the history of the
-	// desired state, e.g. "kvmnet forward add"; Args names the argument
-	// behind each field, e.g. "port" → "--port" (see model.Edit). Both
-	// are optional: an API client without a command line gets the
-	// fields' names.
+	EditNames
+}
+
+// EditNames name an edit request and its fields in messages and in the
+// history of the desired state: Edit, e.g. "kvmnet forward add", and Args,
+// the argument behind each field, e.g. "port" → "--port" (see
+// model.Edit). Both are optional: an API client without a command line
+// gets the fields' names.
+type EditNames struct {
 	Edit string            `json:"edit,omitempty"`
 	Args map[string]string `json:"args,omitempty"`
 }
@@ -39,8 +43,9 @@ func (r *ForwardRequest) Forward() model.Forward {
 	return model.Forward{Proto: r.Proto, Port: r.Port, To: r.To, From: r.From, Listen: r.Listen, RateLimit: r.RateLimit, Force: r.Force}
 }
 
-// ModelEdit is how messages name the request and its fields.
-func (r *ForwardRequest) ModelEdit(def string) model.Edit {
+// ModelEdit is how messages name the request and its fields; def names
+// a request without Edit.
+func (r *EditNames) ModelEdit(def string) model.Edit {
 	if r.Edit == "" {
 		return model.Edit{Name: def, Args: r.Args}
 	}

@@ -59,7 +59,7 @@ func TestForwardRoutes(t *testing.T) {
 	args := map[string]string{"port": "--port"}
 
 	r, err := c.AddForward(ctx, ForwardRequest{Network: "dev", Proto: "udp", Port: "5000-5010", To: "web1", From: []string{"203.0.113.0/24"},
-		Listen: "203.0.113.10", RateLimit: "50/second", Force: true, Edit: "kvmnet forward add", Args: args})
+		Listen: "203.0.113.10", RateLimit: "50/second", Force: true, EditNames: EditNames{Edit: "kvmnet forward add", Args: args}})
 	if err != nil {
 		t.Fatal(err)
 	}

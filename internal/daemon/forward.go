@@ -38,3 +38,20 @@ func (d *Daemon) served(start time.Time, p *plan.Plan, cfg *model.Config, err er
 	d.setConfig(cfg)
 	return p, nil
 }
+
+var _ api.InterfaceBackend = (*Daemon)(nil)
+
+// AttachInterface implements api.InterfaceBackend; see AddForward. A tap
+// that does not exist yet is adopted when it appears, as after an apply.
+func (d *Daemon) AttachInterface(ctx context.Context, a model.Attach, ed model.Edit) (*plan.Plan, error) {
+	start := time.Now()
+	p, cfg, err := d.opt.Engine.AttachInterface(ctx, a, ed)
+	return d.served(start, p, cfg, err)
+}
+
+// DetachInterface implements api.InterfaceBackend; see AddForward.
+func (d *Daemon) DetachInterface(ctx context.Context, vm, tap string, ed model.Edit) (*plan.Plan, error) {
+	start := time.Now()
+	p, cfg, err := d.opt.Engine.DetachInterface(ctx, vm, tap, ed)
+	return d.served(start, p, cfg, err)
+}

@@ -427,8 +427,15 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 			return p, err
 		}
 	}
+	return p, e.applyPlan(ctx, p)
+}
+
+// applyPlan applies p, made from a fresh observation, with the journal
+// and the hooks that keep originals, then the other backends' parts, and
+// forgets the originals that are back in place; caller holds mu.
+func (e *Engine) applyPlan(ctx context.Context, p *plan.Plan) error {
 	if p.Empty() {
-		return p, nil
+		return nil
 	}
 	e.Log.Info("applying", "actions", p.Summary(), "waiting", len(p.Waiting))
 	j := journal{e.Journal}
@@ -439,13 +446,13 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 		if errors.As(err, &ae) && ae.Rollback == nil {
 			err = errors.Join(err, j.clear())
 		}
-		return p, err
+		return err
 	}
 	if err := e.applyParts(ctx, p, revert); err != nil {
-		return p, errors.Join(err, j.clear())
+		return errors.Join(err, j.clear())
 	}
 	if err := j.clear(); err != nil {
-		return p, err
+		return err
 	}
 	// Originals that are back in place are forgotten, so the next change
 	// records the value of that time.
@@ -474,7 +481,7 @@ func (e *Engine) runChecked(ctx context.Context, cfg *model.Config, fresh bool, 
 			errs = append(errs, e.Store.DeleteOriginal(a.Key))
 		}
 	}
-	return p, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // applyParts applies the other backends' plans after the Linux one. When

@@ -108,7 +108,8 @@ func (e *Engine) runEdit(ctx context.Context, cfg *model.Config) (*plan.Plan, er
 	}
 	k, ok := elementsOnly(e.Kernel, p)
 	if !ok {
-		return e.run(ctx, cfg)
+		// The plan came from a fresh observation: apply it as it is.
+		return p, e.applyPlan(ctx, p)
 	}
 	e.Log.Info("applying", "actions", p.Summary())
 	return p, apply.Apply(ctx, k, p, apply.Hooks{}, e.Log)

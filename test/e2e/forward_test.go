@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -259,24 +258,7 @@ func TestTenThousandForwards(t *testing.T) {
 	if out := w.mustExec("host", "nft", "list", "map", "inet", "kvmnet", "dnat4"); strings.Count(out, ":") < 10000 {
 		t.Fatalf("dnat4 has fewer than 10,000 elements")
 	}
-	rules := func() string {
-		out := w.mustExec("host", "nft", "-a", "list", "table", "inet", "kvmnet")
-		// Keep chains and rules with their handles; drop set contents.
-		var keep []string
-		inSet := false
-		for _, line := range strings.Split(out, "\n") {
-			trim := strings.TrimSpace(line)
-			switch {
-			case strings.HasPrefix(trim, "set ") || strings.HasPrefix(trim, "map "):
-				inSet = true
-			case inSet && trim == "}":
-				inSet = false
-			case !inSet:
-				keep = append(keep, line)
-			}
-		}
-		return regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(strings.Join(keep, "\n"), "counter")
-	}
+	rules := func() string { return rulesWithHandles(w) }
 	before := rules()
 	start = time.Now()
 	w.mustKvmnet("forward", "add", "--network", "dev", "--port", "40000", "--to", "192.168.100.10:80")
