@@ -15,7 +15,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -224,30 +223,5 @@ func TestForwardEdits(t *testing.T) {
 		t.Fatal(err)
 	} else if blob, err := st.Parsed(rev, programStamp()); err != nil || (blob == nil && programStamp() != "") {
 		t.Errorf("no parsed form kept for revision %d after Wait: %v", rev, err)
-	}
-}
-
-// TestElementsOnly: only plans of element edits (and cut connections)
-// take the short way.
-func TestElementsOnly(t *testing.T) {
-	edit := func(fam string) *plan.NftChange {
-		return &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.Family(fam)}}
-	}
-	rebuild := &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.InetFamily}, Rebuild: true}
-	for _, tt := range []struct {
-		name    string
-		actions []plan.Action
-		want    bool
-	}{
-		{"one edit", []plan.Action{edit("inet")}, true},
-		{"edit and cut", []plan.Action{edit("inet"), plan.CutFlows{}}, true},
-		{"two tables", []plan.Action{edit("bridge"), edit("inet")}, true},
-		{"one table twice", []plan.Action{edit("inet"), edit("inet")}, false},
-		{"rebuild", []plan.Action{rebuild}, false},
-		{"a link too", []plan.Action{edit("inet"), plan.AddBridge{Name: "kv-dev"}}, false},
-	} {
-		if _, got := elementsOnly(nil, &plan.Plan{Actions: tt.actions}); got != tt.want {
-			t.Errorf("%s: elementsOnly = %v, want %v", tt.name, got, tt.want)
-		}
 	}
 }
