@@ -24,12 +24,13 @@ import (
 // Keys each mapping accepts, in the order messages list them.
 var (
 	topKeys       = []string{"networks", "vms"}
-	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards"}
+	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards", "vlans", "uplinkVlans", "egressVlan"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
 	forwardKeys   = []string{"proto", "port", "to", "from", "listen", "rateLimit", "force"}
 	vmKeys        = []string{"name", "interfaces"}
-	interfaceKeys = []string{"network", "mac", "ip", "tap", "createTap", "queues", "owner", "security", "qos"}
+	interfaceKeys = []string{"network", "mac", "ip", "tap", "createTap", "queues", "owner", "security", "qos", "vlan"}
+	portVLANKeys  = []string{"untagged", "tagged"}
 	securityKeys  = []string{"spoofguard", "isolated", "maxConnections", "broadcastLimit"}
 	qosKeys       = []string{"egress", "ingress"}
 )
@@ -561,6 +562,12 @@ func (d *decoder) network(path string, n ast.Node) Network {
 			d.list(p, v, "", func(_ int, p string, v ast.Node) {
 				nw.Forwards = append(nw.Forwards, d.forward(p, v))
 			})
+		case "vlans":
+			nw.VLANs = d.boolean(p, v)
+		case "uplinkVlans":
+			nw.UplinkVLANs = d.vlanList(p, v)
+		case "egressVlan":
+			nw.EgressVLAN = d.vlanID(p, v)
 		}
 	})
 	return nw
@@ -662,6 +669,8 @@ func (d *decoder) iface(path string, n ast.Node) Interface {
 			in.Security = d.security(p, v)
 		case "qos":
 			in.QoS = d.qos(p, v)
+		case "vlan":
+			in.VLAN = d.portVLANs(p, v)
 		}
 	})
 	return in

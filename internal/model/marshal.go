@@ -100,6 +100,13 @@ func (w *writer) network(n *Network) {
 		w.kv(in+2, "domain", n.DNS.Domain)
 	}
 	w.kv(in, "egress", n.Egress)
+	if n.VLANs {
+		w.line(in, "vlans: true")
+	}
+	if len(n.UplinkVLANs.Text) > 0 {
+		w.line(in, "uplinkVlans: "+n.UplinkVLANs.Flow())
+	}
+	w.integer(in, "egressVlan", n.EgressVLAN)
 	if len(n.Forwards) > 0 {
 		w.line(in, "forwards:")
 		for i := range n.Forwards {
@@ -176,6 +183,17 @@ func (w *writer) iface(in int, i *Interface) {
 		w.line(in, "qos:")
 		w.kv(in+2, "egress", i.QoS.Egress)
 		w.kv(in+2, "ingress", i.QoS.Ingress)
+	}
+	if v := i.VLAN; v != nil {
+		if v.Access {
+			w.integer(in, "vlan", v.Untagged)
+		} else {
+			w.line(in, "vlan:")
+			w.integer(in+2, "untagged", v.Untagged)
+			if len(v.Tagged.Text) > 0 {
+				w.line(in+2, "tagged: "+v.Tagged.Flow())
+			}
+		}
 	}
 	if w.dash {
 		w.line(in, "{}")

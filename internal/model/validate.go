@@ -173,6 +173,7 @@ func (k *checker) network(i int) {
 	default:
 		k.errorf(p+".mode", "%q is not a mode (want bridged or nat)", string(n.Mode))
 	}
+	k.networkVLANs(i)
 }
 
 // natOnly are the keys of a network that only nat networks take, and why a
@@ -548,6 +549,8 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 	if k.pos.has(p+".owner") && !ownerRE.MatchString(in.Owner) {
 		k.errorf(p+".owner", "%q is not a user name or uid (e.g. owner: qemu or owner: 1000)", in.Owner)
 	}
+
+	k.ifaceVLANs(p, in, n)
 
 	s := &in.Security
 	if s.MaxConnections < 0 {
