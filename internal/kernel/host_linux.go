@@ -104,6 +104,7 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 		obs.Links[l.Name] = plan.Link{
 			Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master,
 			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs, Isolated: l.Isolated,
+			VLANFiltering: l.VLANFiltering, VLANs: l.VLANs, VLANParent: l.VLANParent, VLANID: l.VLANID,
 		}
 	}
 	for name, l := range obs.Links {

@@ -116,6 +116,7 @@ func (k *Kernel) Dump() string {
 		for _, a := range l.Addrs {
 			fmt.Fprintf(&b, " inet %s", a)
 		}
+		b.WriteString(dumpVLANs(l, k.obs.Links))
 		b.WriteString("\n")
 	}
 	for _, key := range slices.Sorted(maps.Keys(k.obs.Sysctls)) {
@@ -191,7 +192,10 @@ func (k *Kernel) AddBridge(name string, mtu int, alias string) error {
 		mtu = 1500
 	}
 	// kernel.Host creates bridges with nf_call_* off (ip link add ... nf_call_iptables 0).
-	return k.add(plan.Link{Name: name, Kind: "bridge", Alias: alias, MTU: mtu, BridgeNF: "off"})
+	k.mu.Lock()
+	vlans := k.joinVLANs()
+	k.mu.Unlock()
+	return k.add(plan.Link{Name: name, Kind: "bridge", Alias: alias, MTU: mtu, BridgeNF: "off", VLANs: vlans})
 }
 
 // AddTap implements apply.Links.
@@ -209,7 +213,7 @@ func (k *Kernel) DeleteLink(name string) error {
 		delete(o.Hosts, name)
 		for n, l := range o.Links {
 			if l.Master == name {
-				l.Master, l.Isolated = "", false
+				l.Master, l.Isolated, l.VLANs = "", false, nil
 				o.Links[n] = l
 			}
 		}
@@ -234,11 +238,19 @@ func (k *Kernel) SetMaster(name, master string) error {
 	if master != "" && !ok {
 		return fmt.Errorf("master %q: no such device", master)
 	}
+	k.mu.Lock()
+	vlans := k.joinVLANs()
+	k.mu.Unlock()
 	return k.link(name, func(l *plan.Link) error {
 		if l.Master != master {
-			// A bridge port's flags belong to the port: leaving a bridge
-			// ends it, joining one starts a port with the defaults.
+			// A bridge port's flags and VLANs belong to the port:
+			// leaving a bridge ends it, joining one starts a port with
+			// the defaults (the default PVID, when the kernel has VLANs).
 			l.Isolated = false
+			l.VLANs = nil
+			if master != "" {
+				l.VLANs = vlans
+			}
 		}
 		l.Master = master
 		return nil
@@ -316,6 +328,9 @@ func (k *Kernel) Convert(uplink string, u plan.Uplink) error {
 		if !ok || !okb {
 			return fmt.Errorf("converting %q to %q: no such device", uplink, u.Bridge)
 		}
+		if l.Master != u.Bridge {
+			l.VLANs = k.joinVLANs()
+		}
 		l.Master = u.Bridge
 		if u.Move != "none" {
 			br.Addrs, l.Addrs = l.Addrs, nil
@@ -335,7 +350,7 @@ func (k *Kernel) Release(uplink string, u plan.Uplink) error {
 		if !ok {
 			return fmt.Errorf("releasing %q: no such device", uplink)
 		}
-		l.Master, l.Addrs = "", nil
+		l.Master, l.Addrs, l.VLANs = "", nil, nil
 		for _, a := range u.Config.Addrs {
 			l.Addrs = append(l.Addrs, a.Prefix)
 		}
@@ -471,6 +486,7 @@ func copyObserved(o *plan.Observed, hosts bool) plan.Observed {
 	c.Links = make(map[string]plan.Link, len(o.Links))
 	for n, l := range o.Links {
 		l.Addrs = slices.Clone(l.Addrs)
+		l.VLANs = slices.Clone(l.VLANs)
 		c.Links[n] = l
 	}
 	c.Sysctls = maps.Clone(o.Sysctls)
