@@ -88,7 +88,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	// Connections through revoked forwards are cut last, once nothing can
 	// roll the forward back in. tc (QoS) comes once the ports it shapes
 	// are on their bridges and before the firewall lets traffic through.
-	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.tc, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
+	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.vlan, b.tc, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
 		b.p.Actions = append(b.p.Actions, group...)
 	}
 	b.p.Removal = removal(b.p, obs)
@@ -105,7 +105,7 @@ type builder struct {
 
 	errs []error
 	// The groups of actions, composed by Build in its documented order.
-	create, convert, enslave, tc, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
+	create, convert, enslave, vlan, tc, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
 
 	// uplinkBridge maps uplinks of bridged networks to their bridges: a
 	// nat network whose egress is one leaves through the bridge. uplinks
@@ -118,6 +118,8 @@ type builder struct {
 
 	wantBridges, wantUplinks map[string]bool
 	wantPorts                map[string]desiredPort
+	// wantVLANLinks are the 802.1Q links of egressVlan.
+	wantVLANLinks map[string]bool
 	// elems and belems are the inet and bridge tables' elements.
 	elems, belems Elements
 	classes       map[RateClass]bool
@@ -129,7 +131,8 @@ func newBuilder(cfg *model.Config, obs *Observed, opt Options) *builder {
 	b := &builder{cfg: cfg, obs: obs, opt: opt, p: &Plan{},
 		uplinkBridge: UplinkBridges(cfg), uplinks: opt.uplinkOriginals(),
 		wantBridges: map[string]bool{}, wantUplinks: map[string]bool{}, wantPorts: map[string]desiredPort{},
-		elems: Elements{}, belems: Elements{},
+		wantVLANLinks: map[string]bool{},
+		elems:         Elements{}, belems: Elements{},
 		classes: map[RateClass]bool{}, storms: map[StormClass]bool{}, connLimits: map[int]bool{}}
 	b.defaultLink = obs.DefaultRouteLink
 	if b.defaultLink == "" {
@@ -151,6 +154,7 @@ func (b *builder) bridged(i int) {
 	b.convert = append(b.convert, bv...)
 	b.wantBridges[n.Bridge] = true
 	b.wantUplinks[n.Uplink] = true
+	b.bridgeVLANs(i)
 	b.errs = append(b.errs, ports(b.cfg, n, b.opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
 }
 
@@ -171,6 +175,11 @@ func (b *builder) nat(i int) {
 		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
 			"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
 		return
+	}
+	if egress = b.egressVLAN(i, egress); egress == "" {
+		return
+	} else if n.EgressVLAN != 0 {
+		listenOn = "" // forwards listen on the VLAN link's addresses
 	}
 	if egress == n.Bridge {
 		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
@@ -273,7 +282,7 @@ func (b *builder) collect() {
 			continue // released below, with its addresses
 		}
 		switch {
-		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
+		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap", IsOwnedVLAN(l) && !b.wantVLANLinks[name]:
 			gone := l
 			b.del = append(b.del, DelLink{Gone: gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
