@@ -57,6 +57,9 @@ type PortStatus struct {
 	// Spoofguard and Isolated are the port's security settings.
 	Spoofguard bool `json:"spoofguard"`
 	Isolated   bool `json:"isolated"`
+	// VLAN is the port's VLANs as the kernel has them, on a VLAN-aware
+	// bridge: "100" (access), "10,20-22 native 100" (trunk).
+	VLAN string `json:"vlan,omitempty"`
 	// Drops counts frames port security dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
@@ -201,6 +204,9 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 				if l.Master == n.Bridge {
 					ps.State = "attached"
 					ns.Attached++
+					if obs.Links[n.Bridge].VLANFiltering {
+						ps.VLAN = plan.FormatVLANs(l.VLANs)
+					}
 				}
 			}
 			if l, ok := active[n.Name+"/"+p.Iface.HWAddr]; ok {

@@ -83,3 +83,29 @@ func TestVLANsRefusedWhereMissing(t *testing.T) {
 		t.Errorf("a refused apply stored revision %d", rev)
 	}
 }
+
+// TestVLANInStatus: `kvmnet get ports` shows each port's VLANs as the
+// kernel has them.
+func TestVLANInStatus(t *testing.T) {
+	k := fakeHost()
+	e := fakeEngine(t, k)
+	doc := vlanStates[1].doc
+	cfg, err := model.Parse("host.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.Apply(ctx, cfg, []byte(doc), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"web1-0": "30", "db1-0": "10", "app1-0": "10,20-22 native 100", "t1-0": "1"}
+	for _, p := range st.VMs {
+		if p.VLAN != want[p.Tap] {
+			t.Errorf("port %s: VLAN %q, want %q", p.Tap, p.VLAN, want[p.Tap])
+		}
+	}
+}
