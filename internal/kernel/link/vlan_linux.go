@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/kvmnet/kvmnet/internal/plan"
@@ -17,7 +18,7 @@ func (h *Handle) SetVLANFiltering(name string, on bool) error {
 	if err != nil {
 		return err
 	}
-	if err := h.nl.BridgeSetVlanFiltering(l, on); err != nil {
+	if err := h.changeBridge(l.Attrs().Index, []int{nl.IFLA_BR_VLAN_FILTERING}, uint8(b2i(on))); err != nil {
 		return fmt.Errorf("setting vlan_filtering %d on bridge %q: %w", b2i(on), name, err)
 	}
 	return nil
