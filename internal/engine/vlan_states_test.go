@@ -109,3 +109,36 @@ func TestVLANInStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachPortVLANs: a tap libvirt makes after the apply, on a
+// VLAN-aware bridge, is adopted with its VLAN in the same step: it never
+// sits on the untagged LAN (the default PVID 1) until the next converge,
+// and the converge then finds nothing to do.
+func TestAttachPortVLANs(t *testing.T) {
+	k := fakeHost()
+	if err := k.DeleteLink("db1-0"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cfg, err := model.Parse("vlan.yaml", []byte(vlanHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := fakeEngine(t, k)
+	if _, err := e.Apply(ctx, cfg, []byte(vlanHost), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.AddTap("db1-0", plan.TapSpec{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if done, err := e.AttachPort(ctx, "db1-0"); err != nil || !done {
+		t.Fatalf("AttachPort: %v, %v", done, err)
+	}
+	l, _, _ := k.LinkState("db1-0")
+	if l.Master != "br0" || plan.FormatVLANs(l.VLANs) != "10" {
+		t.Errorf("db1-0 after AttachPort: master %q, VLANs %q; want br0 and 10 alone", l.Master, plan.FormatVLANs(l.VLANs))
+	}
+	if p, err := e.Converge(ctx); err != nil || !p.Empty() {
+		t.Errorf("the converge after the adoption: %v\n%s", err, p)
+	}
+}

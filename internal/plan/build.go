@@ -377,8 +377,24 @@ func (b *builder) tables() error {
 // belongs to the bridge port, so it comes after the enslaving (a new port
 // starts without it). Build plans every port with it; the daemon plans a
 // late tap with it alone, without planning the rest of the host.
-func AdoptPort(l Link, bridge string, isolated bool) []Action {
-	return appendAdoptPort(nil, l, bridge, isolated)
+//
+// On a bridge that filters VLANs, vlans are the port's (PortVLANs; nil
+// when the bridge does not filter): the port joins with the kernel's
+// default PVID 1 and gets its own VLANs in the same apply, so a late tap
+// never sits on the untagged LAN until the next converge.
+func AdoptPort(l Link, bridge string, isolated bool, vlans []VLAN) []Action {
+	out := appendAdoptPort(nil, l, bridge, isolated)
+	if vlans == nil {
+		return out
+	}
+	have := defaultVLANs()
+	if l.Master == bridge {
+		have = l.VLANs
+	}
+	if add, del := VLANDiff(have, vlans); len(add)+len(del) > 0 {
+		out = append(out, SetPortVLANs{Change: VLANChange{Port: l.Name, Have: have, Want: vlans}})
+	}
+	return out
 }
 
 // appendAdoptPort appends AdoptPort's actions to out: Build plans
