@@ -33,7 +33,7 @@ type Options struct {
 
 // claimed reports whether l is an unmarked link an interrupted apply made.
 func (o Options) claimed(l Link) bool {
-	return o.Claim[l.Name] && l.Alias == "" && (l.Kind == "bridge" || l.Kind == "tuntap")
+	return o.Claim[l.Name] && l.Alias == "" && (l.Kind == "bridge" || l.Kind == "tuntap" || l.Kind == "vlan")
 }
 
 // desiredPort is one VM interface resolved against the kernel.
@@ -282,7 +282,7 @@ func (b *builder) collect() {
 			continue // released below, with its addresses
 		}
 		switch {
-		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap", IsOwnedVLAN(l) && !b.wantVLANLinks[name]:
+		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap", (IsOwnedVLAN(l) || opt.claimed(l) && l.Kind == "vlan") && !b.wantVLANLinks[name]:
 			gone := l
 			b.del = append(b.del, DelLink{Gone: gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):

@@ -332,6 +332,12 @@ func (b *builder) egressVLAN(i int, egress string) string {
 	switch {
 	case !ok:
 		b.create = append(b.create, AddVLANLink{Name: name, Parent: egress, ID: n.EgressVLAN, Alias: VLANAlias(n.Name)}, SetUp{Name: name, Up: true})
+	case b.opt.claimed(l) && l.VLANParent == egress && l.VLANID == n.EgressVLAN:
+		// Made by an apply killed before it marked it (the journal).
+		b.create = append(b.create, SetAlias{Name: name, Alias: VLANAlias(n.Name)})
+		if !l.Up {
+			b.create = append(b.create, SetUp{Name: name, Up: true})
+		}
 	case !IsOwnedVLAN(l) || l.VLANParent != egress || l.VLANID != n.EgressVLAN:
 		b.errs = append(b.errs, b.cfg.Errorf(path, "network %q: a link named %q exists and is not kvmnet's VLAN %d on %s (kind %s, alias %q); remove that link, or name it in egress: without egressVlan", n.Name, name, n.EgressVLAN, egress, l.Kind, l.Alias))
 		return ""
