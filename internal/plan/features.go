@@ -25,7 +25,11 @@ func NeededFeatures(cfg *model.Config) []Feature {
 
 // networkFeatures are the features one network's keys need.
 func networkFeatures(n *model.Network) []Feature {
-	return nil
+	var fs []Feature
+	if n.Mode == model.ModeNAT && n.Fastpath {
+		fs = append(fs, FeatureFlowtable)
+	}
+	return fs
 }
 
 // require records, when the kernel lacks f, an error at path (the place
