@@ -40,6 +40,8 @@ type Kernel struct {
 	Drops map[string]map[string]uint64
 	// Calls counts the calls that change something.
 	Calls int
+	// Offloaded are the connections OffloadedFlows reports, by subnet.
+	Offloaded map[netip.Prefix]int
 	// Lacks are the features this kernel lacks, with the kernel's
 	// refusal, as Observe reports them when asked.
 	Lacks map[plan.Feature]string
@@ -477,6 +479,15 @@ func (k *Kernel) LinkState(name string) (plan.Link, bool, error) {
 
 // DropCounters returns Drops.
 func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) { return k.Drops, nil }
+
+// OffloadedFlows returns Offloaded for each of subnets.
+func (k *Kernel) OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error) {
+	out := map[netip.Prefix]int{}
+	for _, s := range subnets {
+		out[s] = k.Offloaded[s]
+	}
+	return out, nil
+}
 
 // DefaultGateway returns Gateway.
 func (k *Kernel) DefaultGateway() (netip.Addr, error) { return k.Gateway, nil }
