@@ -238,15 +238,29 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 			}
 			return []string{b}
 		}
-		row(append(append([]string{"NAME", "MODE"}, backend("BACKEND")...), "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER")...)
+		// So does the fast-path column: the flows each network offloads.
+		fast := slices.ContainsFunc(st.Networks, func(n engine.NetworkStatus) bool { return n.Fastpath })
+		fastpath := func(header string, n engine.NetworkStatus) []string {
+			switch {
+			case !fast:
+				return nil
+			case header != "":
+				return []string{header}
+			case !n.Fastpath:
+				return []string{"-"}
+			}
+			return []string{fmt.Sprintf("%d offloaded", n.Offloaded)}
+		}
+		row(append(append(append([]string{"NAME", "MODE"}, backend("BACKEND")...), "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER"),
+			fastpath("FASTPATH", engine.NetworkStatus{})...)...)
 		var notes []string
 		for _, n := range st.Networks {
 			nf := n.BridgeNF
 			if nf == "" {
 				nf = "n/a"
 			}
-			row(append(append([]string{n.Name, n.Mode}, backend(n.Backend)...), dash(n.Bridge), dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
-				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf)...)
+			row(append(append(append([]string{n.Name, n.Mode}, backend(n.Backend)...), dash(n.Bridge), dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
+				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf), fastpath("", n)...)...)
 			for _, note := range n.Notes {
 				notes = append(notes, fmt.Sprintf("%s: %s", n.Name, note))
 			}

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,7 +17,6 @@ import (
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
-	"github.com/kvmnet/kvmnet/internal/store"
 	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
 )
 
@@ -51,27 +48,12 @@ func TestForwardEdits(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft is not installed")
 	}
-	ns := nstest.New(t)
-	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
-	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	ns := egressNS(t)
 	// Not as subtests from here: those run on other goroutines, outside
 	// the namespace.
-	nstest.Enter(t, ns)
-	host, err := kernel.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, store.File))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	e, host := realEngine(t, ns)
+	st, log := e.Store, e.Log
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	e := &Engine{Store: st, Kernel: host, Log: log, Journal: filepath.Join(dir, "journal")}
 
 	doc := forwardsDoc(300)
 	cfg, err := model.Parse("host.yaml", []byte(doc))

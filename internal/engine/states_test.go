@@ -169,6 +169,7 @@ type reads interface {
 	Listeners(keep func(proto string, port uint16) bool) ([]plan.Listener, error)
 	LinkState(name string) (plan.Link, bool, error)
 	DropCounters() (map[string]map[string]uint64, error)
+	OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error)
 	DefaultGateway() (netip.Addr, error)
 }
 

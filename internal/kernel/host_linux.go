@@ -258,6 +258,16 @@ func (h *Host) DeleteFlows(flows []plan.Flow) (n int, err error) {
 	return n, err
 }
 
+// OffloadedFlows counts, per subnet, the connections the fast path's
+// flowtable carries (see ct.CountOffloaded).
+func (h *Host) OffloadedFlows(subnets []netip.Prefix) (n map[netip.Prefix]int, err error) {
+	err = h.inNS("counting offloaded connections", func() error {
+		n, err = ct.CountOffloaded(subnets)
+		return err
+	})
+	return n, err
+}
+
 // NftApply implements apply.Kernel. The generation is read around the
 // transaction so that a kept reading of the table can follow an element
 // edit instead of being read again (nft.Tables.Committed).

@@ -23,8 +23,9 @@ import (
 
 // Keys each mapping accepts, in the order messages list them.
 var (
-	topKeys       = []string{"networks", "vms"}
-	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards", "vlans", "uplinkVlans", "egressVlan"}
+	topKeys       = []string{"host", "networks", "vms"}
+	hostKeys      = []string{"fastpath"}
+	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards", "fastpath", "vlans", "uplinkVlans", "egressVlan"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
 	forwardKeys   = []string{"proto", "port", "to", "from", "listen", "rateLimit", "force"}
@@ -509,6 +510,13 @@ func (d *decoder) config(body ast.Node) *Config {
 	}
 	d.mapping("", body, "at the top level", "", topKeys, func(key, p string, v ast.Node) {
 		switch key {
+		case "host":
+			d.mapping(p, v, "in host", "", hostKeys, func(key, p string, v ast.Node) {
+				switch key {
+				case "fastpath":
+					c.Host.Fastpath = d.boolean(p, v)
+				}
+			})
 		case "networks":
 			d.list(p, v, "", func(_ int, p string, v ast.Node) {
 				c.Networks = append(c.Networks, d.network(p, v))
@@ -568,6 +576,8 @@ func (d *decoder) network(path string, n ast.Node) Network {
 			nw.UplinkVLANs = d.vlanList(p, v)
 		case "egressVlan":
 			nw.EgressVLAN = d.vlanID(p, v)
+		case "fastpath":
+			nw.Fastpath = d.boolean(p, v)
 		}
 	})
 	return nw

@@ -12,10 +12,14 @@ import (
 // config means. Comments of the original file are not kept.
 func Marshal(c *Config) ([]byte, error) {
 	w := &writer{}
+	if c.Host.Fastpath {
+		w.line(0, "host:")
+		w.line(2, "fastpath: true")
+	}
 	if len(c.Networks) > 0 {
 		w.line(0, "networks:")
 		for i := range c.Networks {
-			w.network(&c.Networks[i])
+			w.network(&c.Networks[i], c.Host)
 		}
 	}
 	if len(c.VMs) > 0 {
@@ -68,7 +72,7 @@ func (w *writer) integer(indent int, key string, i int) {
 // item starts a list entry whose keys are at indent.
 func (w *writer) item() { w.dash = true }
 
-func (w *writer) network(n *Network) {
+func (w *writer) network(n *Network, host Host) {
 	const in = 4
 	w.item()
 	w.kv(in, "name", n.Name)
@@ -112,6 +116,10 @@ func (w *writer) network(n *Network) {
 		for i := range n.Forwards {
 			w.forward(in+4, &n.Forwards[i])
 		}
+	}
+	if n.Mode == ModeNAT && n.Fastpath != host.Fastpath {
+		// Only where the network differs from the host's default.
+		w.line(in, "fastpath: "+strconv.FormatBool(n.Fastpath))
 	}
 	if w.dash {
 		// A network with nothing set still needs its list entry.

@@ -107,7 +107,7 @@ func TestNoFollowUpErrors(t *testing.T) {
 		// The misspelt name is not also "missing", and references to
 		// the network are not "unknown".
 		file: "networks:\n  - nmae: dev\n    mode: nat\n    subnet: 192.168.100.0/24\nvms:\n  - name: a\n    interfaces: [{network: dev, mac: 52:54:00:00:00:01}]\n",
-		want: `x.yaml:2:5: networks[0]: unknown key "nmae" in a network; did you mean "name"? (allowed: name, mode, backend, bridge, mtu, uplink, hostAddress, subnet, gateway, dhcp, dns, egress, forwards, vlans, uplinkVlans, egressVlan)`,
+		want: `x.yaml:2:5: networks[0]: unknown key "nmae" in a network; did you mean "name"? (allowed: name, mode, backend, bridge, mtu, uplink, hostAddress, subnet, gateway, dhcp, dns, egress, forwards, fastpath, vlans, uplinkVlans, egressVlan)`,
 	}, {
 		file: "networks:\n  - name: dev\n    mode: nat\n    subnet: 192.168.100.0/24\n    mtu: big\n",
 		want: `x.yaml:5:10: networks[0].mtu: "big" is not a whole number (want e.g. 1500)`,

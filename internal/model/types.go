@@ -44,6 +44,8 @@ const (
 // the file: "networks[1].subnet", "vms[0].interfaces[2].tap" (indexes count
 // from 0, keys are spelled as in the file).
 type Config struct {
+	// Host holds settings for the whole host (the top-level host: key).
+	Host     Host      `yaml:"host"`
 	Networks []Network `yaml:"networks"`
 	VMs      []VM      `yaml:"vms"`
 
@@ -121,6 +123,12 @@ type Network struct {
 	// kvmnet creates, brings up and deletes with the network. Its
 	// addresses and routes are the host's business, as the egress's are.
 	EgressVLAN int `yaml:"egressVlan"`
+	// Fastpath (nat only) offloads the network's established TCP and UDP
+	// flows between its bridge and its egress to an nftables flowtable:
+	// their packets skip the host's routing and forward chains. Default:
+	// the host's fastpath: (Host.Fastpath), else false. Needs a kernel
+	// with nftables flowtables (nf_flow_table_inet).
+	Fastpath bool `yaml:"fastpath"`
 }
 
 // VLANList is a list of VLAN ids written as numbers and ranges
@@ -156,6 +164,13 @@ func (p *PortVLANs) IDs() []int {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// Host is the top-level host: section.
+type Host struct {
+	// Fastpath is the default of every nat network's fastpath:; a
+	// network's own fastpath: wins.
+	Fastpath bool `yaml:"fastpath"`
 }
 
 // DHCP configures the embedded DHCPv4 server of a NAT network.

@@ -185,6 +185,7 @@ var natOnly = []struct{ key, why string }{
 	{"dns", "guests of a bridged network use the LAN's DNS"},
 	{"egress", "a bridged network's traffic leaves through its uplink"},
 	{"forwards", "guests of a bridged network are reachable on the LAN directly"},
+	{"fastpath", "a bridged network's traffic is switched by its bridge, never routed through the host, so there is no forwarding for a flowtable to shortcut"},
 }
 
 func (k *checker) bridged(i int) {
@@ -223,6 +224,9 @@ func (k *checker) nat(i int, nameOK bool) {
 	}
 	if n.DHCP == nil {
 		n.DHCP = &DHCP{}
+	}
+	if !k.pos.has(p + ".fastpath") {
+		n.Fastpath = k.c.Host.Fastpath
 	}
 	if k.pos.has(p + ".dns.domain") {
 		if prob := domainProblem(n.DNS.Domain); prob != "" {

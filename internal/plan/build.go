@@ -125,6 +125,9 @@ type builder struct {
 	classes       map[RateClass]bool
 	storms        map[StormClass]bool
 	connLimits    map[int]bool
+	// fastDevices are the flowtable's devices (see fastpath), fastRefused
+	// the places of fastpath: refused already.
+	fastDevices, fastRefused []string
 }
 
 func newBuilder(cfg *model.Config, obs *Observed, opt Options) *builder {
@@ -209,6 +212,7 @@ func (b *builder) nat(i int) {
 	b.elems[SetNATOut] = append(b.elems[SetNATOut], NewElement(n.Bridge, egress))
 	b.elems[SetMasq] = append(b.elems[SetMasq], NewElement(subnet, egress))
 	b.elems[SetHairpin] = append(b.elems[SetHairpin], NewElement(subnet, n.Bridge))
+	b.fastpath(i, n, egress)
 	if _, ok := obs.Links[egress]; ok || listenOn == "" {
 		listenOn = egress
 	}
@@ -355,7 +359,7 @@ func (b *builder) tables() error {
 	for c := range b.storms {
 		sc = append(sc, c)
 	}
-	rs := DesiredRuleset(rc, cl)
+	rs := DesiredRuleset(rc, cl).withFastpath(b.fastDevices)
 	// The bridge table first: guests are checked before they are routed.
 	if ch := nftChange(&b.obs.Bridge, b.belems, len(b.wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
 		b.nft = append(b.nft, ch)
@@ -520,7 +524,7 @@ func rulesMatch(have *TableState, rs Ruleset) bool {
 			return false
 		}
 	}
-	return len(have.Sets) == len(rs.Sets)
+	return len(have.Sets) == len(rs.Sets) && flowtablesMatch(have, rs)
 }
 
 // diff returns what to add to have and delete from it to get want. Both

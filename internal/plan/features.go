@@ -34,6 +34,9 @@ func networkFeatures(n *model.Network) []Feature {
 	if n.EgressVLAN != 0 {
 		fs = append(fs, FeatureVLAN)
 	}
+	if n.Mode == model.ModeNAT && n.Fastpath {
+		fs = append(fs, FeatureFlowtable)
+	}
 	return fs
 }
 

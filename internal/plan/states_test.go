@@ -82,6 +82,11 @@ var concerns = []struct {
 		{"max-connections", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20}"))},
 		{"no-networks", file([]string{net(lan, "")})},
 	}},
+	{"fastpath", []struct{ name, doc string }{
+		{"off", file([]string{net(dev, "")}, net(web1, ""))},
+		{"on", file([]string{net(dev, ", fastpath: true")}, net(web1, ""))},
+		{"off-again", file([]string{net(dev, "")}, net(web1, ""))},
+	}},
 	{"sysctls", []struct{ name, doc string }{
 		{"nat-needs-forwarding", file([]string{net(dev, "")})},
 		{"bridged-only-gives-it-back", file([]string{net(lan, "")})},

@@ -40,6 +40,8 @@ type Kernel struct {
 	Drops map[string]map[string]uint64
 	// Calls counts the calls that change something.
 	Calls int
+	// Offloaded are the connections OffloadedFlows reports, by subnet.
+	Offloaded map[netip.Prefix]int
 	// Lacks are the features this kernel lacks, with the kernel's
 	// refusal, as Observe reports them when asked.
 	Lacks map[plan.Feature]string
@@ -130,6 +132,9 @@ func (k *Kernel) Dump() string {
 			continue
 		}
 		fmt.Fprintf(&b, "table %s %s (%s)\n", t.fam, plan.TableName, t.state.Comment)
+		for _, f := range slices.Sorted(maps.Keys(t.state.Flowtables)) {
+			fmt.Fprintf(&b, "  flowtable %s: %s\n", f, strings.Join(t.state.Flowtables[f].Devices, ", "))
+		}
 		for _, c := range slices.Sorted(maps.Keys(t.state.Chains)) {
 			fmt.Fprintf(&b, "  chain %s: %s\n", c, strings.Join(t.state.Chains[c], ", "))
 		}
@@ -397,7 +402,19 @@ func (k *Kernel) NftApply(_ context.Context, ch *plan.NftChange) error {
 			}
 			*t = plan.TableState{}
 		case ch.Rebuild:
+			if why, lacks := k.Lacks[plan.FeatureFlowtable]; lacks && len(ch.Ruleset.Flowtables) > 0 {
+				// What nft -f says on such a kernel; a plan never gets
+				// here, it is refused first.
+				return fmt.Errorf("adding flowtable %s: %s", ch.Ruleset.Flowtables[0].Name, why)
+			}
 			n := plan.TableState{Exists: true, Comment: ch.Version, Chains: map[string][]string{}, Sets: plan.Elements{}}
+			for _, ft := range ch.Ruleset.Flowtables {
+				if n.Flowtables == nil {
+					n.Flowtables = map[string]plan.Flowtable{}
+				}
+				ft.Devices = slices.Clone(ft.Devices)
+				n.Flowtables[ft.Name] = ft
+			}
 			for _, c := range ch.Ruleset.Chains {
 				n.Chains[c.Name] = []string{}
 				for _, r := range c.Rules {
@@ -478,6 +495,15 @@ func (k *Kernel) LinkState(name string) (plan.Link, bool, error) {
 // DropCounters returns Drops.
 func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) { return k.Drops, nil }
 
+// OffloadedFlows returns Offloaded for each of subnets.
+func (k *Kernel) OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error) {
+	out := map[netip.Prefix]int{}
+	for _, s := range subnets {
+		out[s] = k.Offloaded[s]
+	}
+	return out, nil
+}
+
 // DefaultGateway returns Gateway.
 func (k *Kernel) DefaultGateway() (netip.Addr, error) { return k.Gateway, nil }
 
@@ -512,6 +538,13 @@ func copyTable(t plan.TableState) plan.TableState {
 		}
 	}
 	c.Sets = copyElements(t.Sets)
+	if t.Flowtables != nil {
+		c.Flowtables = map[string]plan.Flowtable{}
+		for n, ft := range t.Flowtables {
+			ft.Devices = slices.Clone(ft.Devices)
+			c.Flowtables[n] = ft
+		}
+	}
 	return c
 }
 
