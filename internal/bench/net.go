@@ -49,6 +49,12 @@ const (
 	// linuxbr: a guest on the LAN through a plain bridge, with an
 	// address outside the LAN's DHCP pool.
 	linuxbrGuest = "172.30.0.4"
+	// nat-recipe: a guest NATed by hand (iptables) behind a namespace
+	// with its own address on the LAN.
+	recipeSubnet  = "10.203.0.0/24"
+	recipeGateway = "10.203.0.1"
+	recipeGuest   = "10.203.0.2"
+	recipeHostLAN = "172.30.0.5"
 	// nat: the kvmnet network's subnet, and the guest's reserved address.
 	natSubnet = "10.200.0.0/24"
 	natGuest  = "10.200.0.10"
@@ -69,20 +75,23 @@ const (
 	nsRoutedG   = "rg" // routed guest
 	nsLinuxBrH  = "bh" // plain bridging host
 	nsLinuxBrG  = "bg" // its guest
+	nsRecipeH   = "nh" // NAT by hand
+	nsRecipeG   = "ng" // its guest
 	rawVethName = "eth0"
 )
 
 // AllPaths are the paths the network bench knows, in bench order.
-var AllPaths = []string{PathRaw, PathLinuxBr, PathBridged, PathRouted, PathNAT, PathForward}
+var AllPaths = []string{PathRaw, PathLinuxBr, PathBridged, PathRouted, PathNATRecipe, PathNAT, PathForward}
 
 // pathDescriptions say what each path is; they go into the report.
 var pathDescriptions = map[string]string{
-	PathRaw:     "two namespaces on one veth pair: the physical limit of this machine",
-	PathLinuxBr: "guest on a plain Linux bridge whose port is the host's uplink on the LAN (no nftables; set up by the bench, not kvmnet) to the internet host, routed by the LAN router: bridged without kvmnet",
-	PathBridged: "guest on a kvmnet bridged network (the LAN's bridge) to the internet host, routed by the LAN router",
-	PathRouted:  "guest behind a host namespace that routes its subnet (bridge, plain forwarding, no nftables, no NAT; set up by the bench, not kvmnet) to the internet host",
-	PathNAT:     "guest on a kvmnet NAT network to the internet host, through kvmnet's ruleset and masquerade",
-	PathForward: "internet host to the guest through a kvmnet port forward on the host's LAN address",
+	PathRaw:       "two namespaces on one veth pair: the physical limit of this machine",
+	PathLinuxBr:   "guest on a plain Linux bridge whose port is the host's uplink on the LAN (no nftables; set up by the bench, not kvmnet) to the internet host, routed by the LAN router: bridged without kvmnet",
+	PathBridged:   "guest on a kvmnet bridged network (the LAN's bridge) to the internet host, routed by the LAN router",
+	PathRouted:    "guest behind a host namespace that routes its subnet (bridge, plain forwarding, no nftables, no NAT; set up by the bench, not kvmnet) to the internet host",
+	PathNAT:       "guest on a kvmnet NAT network to the internet host, through kvmnet's ruleset and masquerade",
+	PathNATRecipe: "guest behind a host namespace that NATs it by hand, the usual recipe (bridge, iptables MASQUERADE and FORWARD accept, no port security; set up by the bench, not kvmnet) to the internet host: nat without kvmnet",
+	PathForward:   "internet host to the guest through a kvmnet port forward on the host's LAN address",
 }
 
 // NetOptions configure the network bench.
@@ -218,6 +227,11 @@ func (o *NetOptions) check() error {
 	for _, tool := range []string{"ip", "iperf3", "udhcpc", "dnsmasq", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("bench: %s is missing (on Debian: apt-get install iproute2 iperf3 udhcpc dnsmasq-base nftables)", tool)
+		}
+	}
+	if slices.Contains(o.Paths, PathNATRecipe) {
+		if _, err := exec.LookPath("iptables"); err != nil {
+			return fmt.Errorf("bench: iptables is missing, which the %s path NATs with (on Debian: apt-get install iptables; or leave the path out with --paths)", PathNATRecipe)
 		}
 	}
 	return nil
@@ -389,6 +403,8 @@ func (b *netBench) paths(ctx context.Context) ([]*pathRun, error) {
 			pr, err = b.setupRouted(ctx)
 		case PathLinuxBr:
 			pr, err = b.setupLinuxBr(ctx)
+		case PathNATRecipe:
+			pr, err = b.setupNATRecipe(ctx)
 		case PathNAT:
 			pr = &pathRun{name: name, clientNS: b.lab.NS(guestNAT), serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}
 		case PathForward:
@@ -525,6 +541,47 @@ func (b *netBench) setupLinuxBr(ctx context.Context) (*pathRun, error) {
 	return &pathRun{name: PathLinuxBr, clientNS: g, serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}, nil
 }
 
+// setupNATRecipe builds NAT the way a host is set up by hand: a host
+// namespace on the LAN with a bridge for its guest, ip_forward on, and
+// the recipe's iptables rules (MASQUERADE of the guest subnet, FORWARD
+// accept out of the bridge and back for established connections); no
+// port security. Its frames cross the same hops as a kvmnet NAT guest's.
+func (b *netBench) setupNATRecipe(ctx context.Context) (*pathRun, error) {
+	h, g, lan := b.ns(nsRecipeH), b.ns(nsRecipeG), b.lab.NS(lab.NodeLAN)
+	if err := ipCmds(ctx,
+		[]string{"netns", "add", h},
+		[]string{"netns", "add", g},
+		[]string{"-n", h, "link", "set", "lo", "up"},
+		[]string{"-n", g, "link", "set", "lo", "up"},
+		[]string{"link", "add", "nh0", "netns", lan, "type", "veth", "peer", "name", "eth0", "netns", h},
+		[]string{"-n", lan, "link", "set", "nh0", "master", "lan0", "up"},
+		[]string{"-n", h, "addr", "add", recipeHostLAN + "/24", "dev", "eth0"},
+		[]string{"-n", h, "link", "set", "eth0", "up"},
+		[]string{"-n", h, "route", "add", "default", "via", lab.RouterLAN},
+		[]string{"-n", h, "link", "add", "br0", "type", "bridge"},
+		[]string{"-n", h, "addr", "add", recipeGateway + "/24", "dev", "br0"},
+		[]string{"-n", h, "link", "set", "br0", "up"},
+		[]string{"link", "add", "g0", "netns", h, "type", "veth", "peer", "name", "eth0", "netns", g},
+		[]string{"-n", h, "link", "set", "g0", "master", "br0", "up"},
+		[]string{"-n", g, "addr", "add", recipeGuest + "/24", "dev", "eth0"},
+		[]string{"-n", g, "link", "set", "eth0", "up"},
+		[]string{"-n", g, "route", "add", "default", "via", recipeGateway},
+	); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+		{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", recipeSubnet, "!", "-d", recipeSubnet, "-j", "MASQUERADE"},
+		{"iptables", "-A", "FORWARD", "-i", "br0", "-j", "ACCEPT"},
+		{"iptables", "-A", "FORWARD", "-o", "br0", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"},
+	} {
+		if _, err := inNS(ctx, h, args...); err != nil {
+			return nil, err
+		}
+	}
+	return &pathRun{name: PathNATRecipe, clientNS: g, serverNS: b.lab.NS(lab.NodeInet), target: netip.MustParseAddr(lab.Internet)}, nil
+}
+
 // startServers starts an iperf3 server and an echo server in ns, once.
 func (b *netBench) startServers(ctx context.Context, ns string) error {
 	for _, p := range b.procs {
@@ -568,7 +625,7 @@ func (b *netBench) notes() []string {
 	n := []string{
 		"CPU is the sys+softirq share of the whole machine read from /proc/stat, which is not per namespace: it includes the iperf3 client and server, the forwarding in every namespace on the path, and anything else running",
 		"a VM's tap is a veth in the lab (its other end, in a namespace, plays the guest); qemu, virtio and vhost are not on the path",
-		"raw, linuxbr and routed are set up by the bench with ip commands in its own namespaces; kvmnet plays no part in them",
+		"raw, linuxbr, routed and nat-recipe are set up by the bench with ip commands (and iptables for nat-recipe) in its own namespaces; kvmnet plays no part in them",
 	}
 	if b.want(PathNAT) || b.want(PathForward) || b.want(PathBridged) {
 		n = append(n,

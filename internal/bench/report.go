@@ -19,6 +19,10 @@ const (
 	PathRouted  = "routed"
 	PathNAT     = "nat"
 	PathForward = "forward"
+	// PathNATRecipe is NAT the way hosts are set up by hand: iptables
+	// MASQUERADE and FORWARD accept, no port security. Against it, nat
+	// shows what kvmnet's ruleset and port security cost beyond NAT.
+	PathNATRecipe = "nat-recipe"
 )
 
 // DefaultMaxSpread is the min–max spread (relative to the median) above
@@ -163,6 +167,9 @@ func comparisons(paths []string) [][2]string {
 	if has(PathBridged) && has(PathLinuxBr) {
 		out = append(out, [2]string{PathBridged, PathLinuxBr})
 	}
+	if has(PathNAT) && has(PathNATRecipe) {
+		out = append(out, [2]string{PathNAT, PathNATRecipe})
+	}
 	for _, of := range []string{PathNAT, PathForward} {
 		for _, to := range []string{PathRouted, PathBridged} {
 			if has(of) && has(to) {
@@ -246,7 +253,30 @@ func (r *NetReport) targets() []Target {
 	// raw is one veth pair, bridged two bridges and a router, and their
 	// ratio says what the topology costs, not what kvmnet costs.
 	goal(PathBridged, PathLinuxBr, 0.95)
+	// NAT is judged against the same hops NATed by hand: throughput, and
+	// the latency of a round trip (at most 5% more).
+	goal(PathNAT, PathNATRecipe, 0.97)
+	what := fmt.Sprintf("%s latency p50 <= 105%% of %s", PathNAT, PathNATRecipe)
+	if q, ok := r.RatioFor(PathNAT, PathNATRecipe, MetricLatP50); ok {
+		out = append(out, judgeMax(what, q, 1.05, r.Settings.Rounds))
+	} else {
+		out = append(out, Target{What: what, Got: "not measured"})
+	}
 	return out
+}
+
+// judgeMax is judge for an upper bound: met when the ratio is at most
+// max, undecided when the rounds lie on both sides of it.
+func judgeMax(what string, q Ratio, max float64, rounds int) Target {
+	got := fmt.Sprintf("%.1f%%", q.Value*100)
+	switch {
+	case rounds < 2:
+		return Target{What: what, Got: got + " (undecided: one round, no spread to judge by)"}
+	case q.Low <= max && q.High > max:
+		return Target{What: what, Got: fmt.Sprintf("%s (undecided: the rounds give %.1f-%.1f%%, on both sides of the bound)", got, q.Low*100, q.High*100)}
+	}
+	met := q.Value <= max
+	return Target{What: what, Got: got, Met: &met}
 }
 
 // judge checks a ratio against its bound only when the rounds support a
