@@ -23,7 +23,8 @@ import (
 
 // Keys each mapping accepts, in the order messages list them.
 var (
-	topKeys       = []string{"networks", "vms"}
+	topKeys       = []string{"host", "networks", "vms"}
+	hostKeys      = []string{"conntrack"}
 	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
@@ -508,6 +509,13 @@ func (d *decoder) config(body ast.Node) *Config {
 	}
 	d.mapping("", body, "at the top level", "", topKeys, func(key, p string, v ast.Node) {
 		switch key {
+		case "host":
+			d.mapping(p, v, "in host", "", hostKeys, func(key, p string, v ast.Node) {
+				switch key {
+				case "conntrack":
+					c.Host.Conntrack = d.conntrack(p, v)
+				}
+			})
 		case "networks":
 			d.list(p, v, "", func(_ int, p string, v ast.Node) {
 				c.Networks = append(c.Networks, d.network(p, v))

@@ -12,6 +12,10 @@ import (
 // config means. Comments of the original file are not kept.
 func Marshal(c *Config) ([]byte, error) {
 	w := &writer{}
+	if c.Host.Conntrack != nil {
+		w.line(0, "host:")
+		w.conntrack(c.Host.Conntrack)
+	}
 	if len(c.Networks) > 0 {
 		w.line(0, "networks:")
 		for i := range c.Networks {

@@ -43,6 +43,8 @@ const (
 // the file: "networks[1].subnet", "vms[0].interfaces[2].tap" (indexes count
 // from 0, keys are spelled as in the file).
 type Config struct {
+	// Host holds settings for the whole host (the top-level host: key).
+	Host     Host      `yaml:"host"`
 	Networks []Network `yaml:"networks"`
 	VMs      []VM      `yaml:"vms"`
 
@@ -103,6 +105,13 @@ type Network struct {
 	Egress string `yaml:"egress"`
 	// Forwards (nat only) are ports of the host forwarded into the network.
 	Forwards []Forward `yaml:"forwards"`
+}
+
+// Host is the top-level host: section.
+type Host struct {
+	// Conntrack sizes the connection-tracking table and sets its
+	// timeouts (see conntrack.go); nil leaves the kernel's as they are.
+	Conntrack *Conntrack `yaml:"conntrack"`
 }
 
 // DHCP configures the embedded DHCPv4 server of a NAT network.
