@@ -4,8 +4,9 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/kvmnet/kvmnet/internal/kernel/feature"
+	"io/fs"
 	"net/netip"
 	"runtime"
 
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
+	"github.com/kvmnet/kvmnet/internal/kernel/feature"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
 	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
@@ -132,6 +134,25 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 			}
 			obs.Sysctls[k] = v
 		}
+		// Asked for, when they exist (conntrack's exist once
+		// nf_conntrack is loaded), with whether they can be written here.
+		for _, k := range opt.Sysctls {
+			v, err := h.Sysctl.Get(k)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			obs.Sysctls[k] = v
+			if w, err := h.Sysctl.Writable(k); err != nil {
+				return err
+			} else if !w {
+				if obs.ReadOnly == nil {
+					obs.ReadOnly = map[string]bool{}
+				}
+				obs.ReadOnly[k] = true
+			}
+		}
 		// Optional: only there when br_netfilter is loaded.
 		for _, k := range plan.BridgeNFSysctls {
 			if v, err := h.Sysctl.Get(k); err == nil {
@@ -142,6 +163,11 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	})
 	if err != nil {
 		return nil, err
+	}
+	if opt.Memory {
+		if obs.MemTotal, err = sysctl.MemTotal(); err != nil {
+			return nil, err
+		}
 	}
 	return obs, nil
 }

@@ -15,6 +15,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"slices"
@@ -350,9 +351,16 @@ func (k *Kernel) Release(uplink string, u plan.Uplink) error {
 	})
 }
 
-// SetSysctl implements apply.Sysctls.
+// SetSysctl implements apply.Sysctls. A sysctl marked ReadOnly refuses,
+// as the kernel refuses a global one outside the initial namespace.
 func (k *Kernel) SetSysctl(key, value string) error {
-	return k.change(func(o *plan.Observed) error { o.Sysctls[key] = value; return nil })
+	return k.change(func(o *plan.Observed) error {
+		if o.ReadOnly[key] {
+			return fmt.Errorf("setting sysctl %s=%s: %w", key, value, fs.ErrPermission)
+		}
+		o.Sysctls[key] = value
+		return nil
+	})
 }
 
 // DeleteFlows implements apply.Conntrack; it records the flows.
@@ -474,6 +482,7 @@ func copyObserved(o *plan.Observed, hosts bool) plan.Observed {
 		c.Links[n] = l
 	}
 	c.Sysctls = maps.Clone(o.Sysctls)
+	c.ReadOnly = maps.Clone(o.ReadOnly)
 	c.Table, c.Bridge = copyTable(o.Table), copyTable(o.Bridge)
 	c.Listeners = slices.Clone(o.Listeners)
 	c.Hosts = nil
