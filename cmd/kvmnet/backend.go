@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/api"
 	datapath "github.com/kvmnet/kvmnet/internal/backend"
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -132,21 +133,31 @@ type deps struct {
 	openKernel func() (engine.Kernel, func(), error)
 	// backends are the backends besides linux, by name.
 	backends map[string]datapath.Backend
+	// openDoctor opens this namespace's kernel for `kvmnet doctor`.
+	openDoctor func() (doctor.Kernel, func(), error)
 }
 
 // realDeps open the kernel of the namespace the process is in; this
 // kvmnet has no backend besides linux yet.
 func realDeps() deps {
 	return deps{openKernel: func() (engine.Kernel, func(), error) {
-		if os.Geteuid() != 0 {
-			return nil, nil, errors.New("kvmnet changes the kernel's network configuration and needs root (run it with sudo)")
-		}
-		host, err := kernel.Open()
-		if err != nil {
-			return nil, nil, err
-		}
-		return host, host.Close, nil
+		return openHost("kvmnet changes the kernel's network configuration")
+	}, openDoctor: func() (doctor.Kernel, func(), error) {
+		return openHost("kvmnet doctor reads the kernel's network configuration")
 	}}
+}
+
+// openHost opens the kernel of this namespace, as root only; what says
+// why root is needed.
+func openHost(what string) (*kernel.Host, func(), error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, errors.New(what + " and needs root (run it with sudo)")
+	}
+	host, err := kernel.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	return host, host.Close, nil
 }
 
 // openLocalEngine opens the store and the kernel of deps.

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"os"
 	"runtime"
 
 	"github.com/vishvananda/netns"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/feature"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
@@ -337,4 +339,35 @@ func (h *Host) LinkState(name string) (plan.Link, bool, error) {
 func (h *Host) DefaultGateway() (netip.Addr, error) {
 	_, gw, err := h.Link.DefaultRoute()
 	return gw, err
+}
+
+// ForeignChains implements doctor.Kernel.
+func (h *Host) ForeignChains(ctx context.Context, bridges []string) (c []doctor.Chain, err error) {
+	err = h.inNS("listing nftables chains", func() error {
+		c, err = h.NFT.ForeignChains(ctx, bridges)
+		return err
+	})
+	return c, err
+}
+
+// ConntrackStats implements doctor.Kernel: three small files of /proc,
+// never a dump of the table.
+func (h *Host) ConntrackStats() (s doctor.Conntrack, err error) {
+	err = h.inNS("reading conntrack statistics", func() error {
+		st, err := ct.ReadStats("/proc")
+		s = doctor.Conntrack{Loaded: st.Loaded, Count: st.Count, Max: st.Max, PerCPU: st.PerCPU}
+		return err
+	})
+	return s, err
+}
+
+// DeviceMissing implements doctor.Kernel: why the device node at path
+// cannot be opened for reading and writing, "" when it can.
+func (h *Host) DeviceMissing(path string) string {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err.Error()
+	}
+	f.Close()
+	return ""
 }

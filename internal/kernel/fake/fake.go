@@ -24,6 +24,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
@@ -44,7 +45,24 @@ type Kernel struct {
 	// Lacks are the features this kernel lacks, with the kernel's
 	// refusal, as Observe reports them when asked.
 	Lacks map[plan.Feature]string
+	// Foreign are the base chains of other tables ForeignChains returns;
+	// Conntrack what ConntrackStats returns; NoDevices the device nodes
+	// DeviceMissing reports missing, with why.
+	Foreign   []doctor.Chain
+	Conntrack doctor.Conntrack
+	NoDevices map[string]string
 }
+
+// ForeignChains implements doctor.Kernel.
+func (k *Kernel) ForeignChains(context.Context, []string) ([]doctor.Chain, error) {
+	return slices.Clone(k.Foreign), nil
+}
+
+// ConntrackStats implements doctor.Kernel.
+func (k *Kernel) ConntrackStats() (doctor.Conntrack, error) { return k.Conntrack, nil }
+
+// DeviceMissing implements doctor.Kernel.
+func (k *Kernel) DeviceMissing(path string) string { return k.NoDevices[path] }
 
 // New returns a fake kernel holding obs (copied). Links in obs.Hosts
 // hold the host's addresses and routes.
