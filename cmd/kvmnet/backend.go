@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/api"
 	datapath "github.com/kvmnet/kvmnet/internal/backend"
+	"github.com/kvmnet/kvmnet/internal/baseline"
 	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel"
@@ -29,6 +30,9 @@ type backend interface {
 	Revisions(ctx context.Context) ([]store.Revision, error)
 	Revision(ctx context.Context, rev uint64) ([]byte, error)
 	Events(ctx context.Context, since uint64) ([]store.Event, error)
+	SaveBaseline(ctx context.Context, name string, data []byte) error
+	Baseline(ctx context.Context, name string) ([]byte, error)
+	Baselines(ctx context.Context) ([]string, error)
 	Close()
 }
 
@@ -90,6 +94,16 @@ func (l *local) Events(_ context.Context, since uint64) ([]store.Event, error) {
 	return l.eng.Store.Events(since)
 }
 
+func (l *local) SaveBaseline(_ context.Context, name string, data []byte) error {
+	return l.eng.Store.SaveBaseline(name, data)
+}
+
+func (l *local) Baseline(_ context.Context, name string) ([]byte, error) {
+	return l.eng.Store.Baseline(name)
+}
+
+func (l *local) Baselines(context.Context) ([]string, error) { return l.eng.Store.Baselines() }
+
 func (l *local) Close() {
 	l.eng.Store.Close()
 	l.closeKernel()
@@ -125,6 +139,12 @@ func (g *globals) openBackend(ctx context.Context) (backend, error) {
 	return &local{eng: eng, closeKernel: closeKernel, g: g}, nil
 }
 
+// hostReader is the kernel as doctor and baseline read it.
+type hostReader interface {
+	doctor.Kernel
+	baseline.Kernel
+}
+
 // deps are what the commands work on: the kernel and the backends besides
 // it. main uses realDeps; tests give a kernel in memory.
 type deps struct {
@@ -133,8 +153,9 @@ type deps struct {
 	openKernel func() (engine.Kernel, func(), error)
 	// backends are the backends besides linux, by name.
 	backends map[string]datapath.Backend
-	// openDoctor opens this namespace's kernel for `kvmnet doctor`.
-	openDoctor func() (doctor.Kernel, func(), error)
+	// openDoctor opens this namespace's kernel for `kvmnet doctor` and
+	// `kvmnet baseline`.
+	openDoctor func() (hostReader, func(), error)
 }
 
 // realDeps open the kernel of the namespace the process is in; this
@@ -142,7 +163,7 @@ type deps struct {
 func realDeps() deps {
 	return deps{openKernel: func() (engine.Kernel, func(), error) {
 		return openHost("kvmnet changes the kernel's network configuration")
-	}, openDoctor: func() (doctor.Kernel, func(), error) {
+	}, openDoctor: func() (hostReader, func(), error) {
 		return openHost("kvmnet doctor reads the kernel's network configuration")
 	}}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -72,9 +73,43 @@ plugins do, so a Nagios, Icinga or Sensu check can run it as it is).`,
 	return cmd
 }
 
-// runDoctor gathers the facts (the desired state and leases from the
-// daemon when it runs, else from the store; the kernel of the namespace
-// this process is in) and runs the checks.
+// hostState is what doctor and baseline read besides the kernel: the
+// desired state and leases, from the daemon when it runs (b is then
+// remote), else from the store.
+type hostState struct {
+	cfg    *model.Config
+	leases []store.Lease
+	daemon bool
+}
+
+func readHostState(ctx context.Context, b backend) (hostState, error) {
+	var h hostState
+	_, h.daemon = b.(remote)
+	file, doc, err := b.Desired(ctx)
+	if err != nil || len(doc) == 0 {
+		return h, err
+	}
+	if h.cfg, err = model.ParseStored(file, doc); err != nil {
+		return h, fmt.Errorf("reading the desired state: %w", err)
+	}
+	st, err := b.Status(ctx)
+	if err != nil {
+		return h, err
+	}
+	h.leases = st.Leases
+	return h, nil
+}
+
+// openHostReader opens this namespace's kernel for reading.
+func (g *globals) openHostReader() (hostReader, func(), error) {
+	if g.deps.openDoctor == nil {
+		return nil, nil, errors.New("no kernel to read")
+	}
+	return g.deps.openDoctor()
+}
+
+// runDoctor gathers the facts (the desired state and leases, the kernel
+// of the namespace this process is in) and runs the checks.
 func runDoctor(cmd *cobra.Command, g *globals) (doctor.Report, error) {
 	ctx := cmd.Context()
 	b, err := g.openBackend(ctx)
@@ -82,32 +117,16 @@ func runDoctor(cmd *cobra.Command, g *globals) (doctor.Report, error) {
 		return doctor.Report{}, err
 	}
 	defer b.Close()
-	_, daemon := b.(remote)
-	file, doc, err := b.Desired(ctx)
+	h, err := readHostState(ctx, b)
 	if err != nil {
 		return doctor.Report{}, err
 	}
-	var cfg *model.Config
-	var leases []store.Lease
-	if len(doc) > 0 {
-		if cfg, err = model.ParseStored(file, doc); err != nil {
-			return doctor.Report{}, fmt.Errorf("reading the desired state: %w", err)
-		}
-		st, err := b.Status(ctx)
-		if err != nil {
-			return doctor.Report{}, err
-		}
-		leases = st.Leases
-	}
-	if g.deps.openDoctor == nil {
-		return doctor.Report{}, errors.New("doctor: no kernel to read")
-	}
-	k, closeKernel, err := g.deps.openDoctor()
+	k, closeKernel, err := g.openHostReader()
 	if err != nil {
 		return doctor.Report{}, err
 	}
 	defer closeKernel()
-	f, err := doctor.Gather(ctx, k, cfg, leases, daemon)
+	f, err := doctor.Gather(ctx, k, h.cfg, h.leases, h.daemon)
 	if err != nil {
 		return doctor.Report{}, err
 	}

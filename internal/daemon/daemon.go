@@ -455,6 +455,17 @@ func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
 	return p, nil
 }
 
+// SaveBaseline implements api.Backend.
+func (d *Daemon) SaveBaseline(name string, data []byte) error {
+	return d.opt.Engine.Store.SaveBaseline(name, data)
+}
+
+// Baseline implements api.Backend.
+func (d *Daemon) Baseline(name string) ([]byte, error) { return d.opt.Engine.Store.Baseline(name) }
+
+// Baselines implements api.Backend.
+func (d *Daemon) Baselines() ([]string, error) { return d.opt.Engine.Store.Baselines() }
+
 // Revisions implements api.Backend.
 func (d *Daemon) Revisions() ([]store.Revision, error) { return d.opt.Engine.Store.Revisions() }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
+	"github.com/kvmnet/kvmnet/internal/store"
 )
 
 // checks run in this order; Run sorts their findings by severity.
@@ -364,31 +365,53 @@ func checkTimeouts(f *Facts) []Finding {
 	return []Finding{ok("conntrack-timeouts", "", "the established timeout is "+d.String(), ev...)}
 }
 
-// checkPools: addresses left in each NAT network's DHCP pool.
-func checkPools(f *Facts) []Finding {
-	var out []Finding
-	for _, n := range natNetworks(f) {
-		if !n.DHCP.On() {
+// Pool is the use of one NAT network's DHCP pool.
+type Pool struct {
+	Network string `json:"network"`
+	Range   string `json:"range"`
+	Size    int    `json:"size"`
+	Used    int    `json:"used"`
+	// Lease is the network's lease time, for messages.
+	Lease string `json:"lease"`
+}
+
+// Pools counts, for each NAT network of cfg that serves DHCP, the
+// addresses of its range and those under an active lease.
+func Pools(cfg *model.Config, leases []store.Lease, now time.Time) []Pool {
+	if cfg == nil {
+		return nil
+	}
+	var out []Pool
+	for _, n := range cfg.Networks {
+		if n.Mode != model.ModeNAT || !n.DHCP.On() {
 			continue
 		}
 		first, last := n.DHCP.RangeStart, n.DHCP.RangeEnd
-		size := int(ipDistance(first, last)) + 1
-		used := 0
-		for _, l := range f.Leases {
-			if l.Network == n.Name && !l.Expired(f.Now) && l.IP.Compare(first) >= 0 && l.IP.Compare(last) <= 0 {
-				used++
+		p := Pool{Network: n.Name, Range: n.DHCP.Range, Size: int(ipDistance(first, last)) + 1, Lease: n.DHCP.Lease.String()}
+		for _, l := range leases {
+			if l.Network == n.Name && !l.Expired(now) && l.IP.Compare(first) >= 0 && l.IP.Compare(last) <= 0 {
+				p.Used++
 			}
 		}
-		free := size - used
-		ev := []string{fmt.Sprintf("range %s: %d addresses, %d leased, %d free", n.DHCP.Range, size, used, free)}
-		fix := fmt.Sprintf("widen dhcp: {range: ...} of network %s, or shorten its lease (%s) so addresses of gone guests come back sooner", n.Name, n.DHCP.Lease)
+		out = append(out, p)
+	}
+	return out
+}
+
+// checkPools: addresses left in each NAT network's DHCP pool.
+func checkPools(f *Facts) []Finding {
+	var out []Finding
+	for _, p := range Pools(f.Config, f.Leases, f.Now) {
+		free := p.Size - p.Used
+		ev := []string{fmt.Sprintf("range %s: %d addresses, %d leased, %d free", p.Range, p.Size, p.Used, free)}
+		fix := fmt.Sprintf("widen dhcp: {range: ...} of network %s, or shorten its lease (%s) so addresses of gone guests come back sooner", p.Network, p.Lease)
 		switch {
 		case free <= 0:
-			out = append(out, Finding{Check: "dhcp-pool", Severity: Critical, Subject: n.Name, Summary: "the DHCP pool is exhausted: a new guest gets no address", Evidence: ev, Fix: fix})
-		case float64(free) < poolWarnFree*float64(size):
-			out = append(out, Finding{Check: "dhcp-pool", Severity: Warning, Subject: n.Name, Summary: fmt.Sprintf("the DHCP pool has %d addresses left", free), Evidence: ev, Fix: fix})
+			out = append(out, Finding{Check: "dhcp-pool", Severity: Critical, Subject: p.Network, Summary: "the DHCP pool is exhausted: a new guest gets no address", Evidence: ev, Fix: fix})
+		case float64(free) < poolWarnFree*float64(p.Size):
+			out = append(out, Finding{Check: "dhcp-pool", Severity: Warning, Subject: p.Network, Summary: fmt.Sprintf("the DHCP pool has %d addresses left", free), Evidence: ev, Fix: fix})
 		default:
-			out = append(out, ok("dhcp-pool", n.Name, fmt.Sprintf("%d of %d addresses free", free, size), ev...))
+			out = append(out, ok("dhcp-pool", p.Network, fmt.Sprintf("%d of %d addresses free", free, p.Size), ev...))
 		}
 	}
 	return out

@@ -101,10 +101,11 @@ func (c Chain) String() string { return fmt.Sprintf("%s %s %s", c.Family, c.Tabl
 // Conntrack is the connection-tracking table's fill and failure
 // counters (kernel/ct.ReadStats: three small files, never a dump).
 type Conntrack struct {
-	Loaded     bool
-	Count, Max uint64
+	Loaded bool   `json:"loaded"`
+	Count  uint64 `json:"count"`
+	Max    uint64 `json:"max"`
 	// PerCPU are /proc/net/stat/nf_conntrack's columns summed over CPUs.
-	PerCPU map[string]uint64
+	PerCPU map[string]uint64 `json:"perCPU,omitempty"`
 }
 
 // Kernel is what the doctor reads.

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/baseline"
 	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
 	"github.com/kvmnet/kvmnet/internal/kernel/feature"
@@ -370,4 +371,26 @@ func (h *Host) DeviceMissing(path string) string {
 	}
 	f.Close()
 	return ""
+}
+
+// LinkStats implements baseline.Kernel.
+func (h *Host) LinkStats() (map[string]baseline.LinkStats, error) {
+	st, err := h.Link.Stats()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]baseline.LinkStats, len(st))
+	for name, s := range st {
+		out[name] = baseline.LinkStats(s)
+	}
+	return out, nil
+}
+
+// RuleCounters implements baseline.Kernel.
+func (h *Host) RuleCounters(ctx context.Context) (c map[string]uint64, err error) {
+	err = h.inNS("reading rule counters", func() error {
+		c, err = h.NFT.RuleCounters(ctx)
+		return err
+	})
+	return c, err
 }

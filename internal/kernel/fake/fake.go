@@ -24,6 +24,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/baseline"
 	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
@@ -51,6 +52,17 @@ type Kernel struct {
 	Foreign   []doctor.Chain
 	Conntrack doctor.Conntrack
 	NoDevices map[string]string
+	// Links and Rules are what LinkStats and RuleCounters return.
+	Links map[string]baseline.LinkStats
+	Rules map[string]uint64
+}
+
+// LinkStats implements baseline.Kernel.
+func (k *Kernel) LinkStats() (map[string]baseline.LinkStats, error) { return maps.Clone(k.Links), nil }
+
+// RuleCounters implements baseline.Kernel.
+func (k *Kernel) RuleCounters(context.Context) (map[string]uint64, error) {
+	return maps.Clone(k.Rules), nil
 }
 
 // ForeignChains implements doctor.Kernel.
@@ -59,7 +71,11 @@ func (k *Kernel) ForeignChains(context.Context, []string) ([]doctor.Chain, error
 }
 
 // ConntrackStats implements doctor.Kernel.
-func (k *Kernel) ConntrackStats() (doctor.Conntrack, error) { return k.Conntrack, nil }
+func (k *Kernel) ConntrackStats() (doctor.Conntrack, error) {
+	c := k.Conntrack
+	c.PerCPU = maps.Clone(c.PerCPU)
+	return c, nil
+}
 
 // DeviceMissing implements doctor.Kernel.
 func (k *Kernel) DeviceMissing(path string) string { return k.NoDevices[path] }
@@ -487,7 +503,14 @@ func (k *Kernel) LinkState(name string) (plan.Link, bool, error) {
 }
 
 // DropCounters returns Drops.
-func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) { return k.Drops, nil }
+// The maps are copies, as the real kernel's answers are new each time.
+func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) {
+	out := make(map[string]map[string]uint64, len(k.Drops))
+	for tap, m := range k.Drops {
+		out[tap] = maps.Clone(m)
+	}
+	return out, nil
+}
 
 // DefaultGateway returns Gateway.
 func (k *Kernel) DefaultGateway() (netip.Addr, error) { return k.Gateway, nil }
