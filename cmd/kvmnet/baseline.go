@@ -82,7 +82,7 @@ func newBaselineSaveCmd(g *globals) *cobra.Command {
 			if err := b.SaveBaseline(cmd.Context(), args[0], data); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "saved baseline %s: %d interfaces, %d rule counters, %d ports, conntrack %d of %d, %d pools\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "saved baseline %s: %d interfaces, %d rule counters, %d ports with port security drops, conntrack %d of %d, %d pools\n",
 				args[0], len(s.Links), len(s.Ruleset.Rules), len(s.PortDrops), s.Conntrack.Count, s.Conntrack.Max, len(s.Pools))
 			return nil
 		},

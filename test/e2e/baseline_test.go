@@ -18,9 +18,11 @@ func TestBaseline(t *testing.T) {
 	w := newWorld(t, natConfig)
 	w.mustKvmnet("apply", "-f", w.file)
 	w.startDaemon()
-	if out := w.mustKvmnet("baseline", "save", "q1"); !strings.HasPrefix(out, "saved baseline q1: ") {
+	out := w.mustKvmnet("baseline", "save", "q1")
+	if !strings.HasPrefix(out, "saved baseline q1: ") {
 		t.Errorf("save: %s", out)
 	}
+	t.Logf("%s", out)
 	if out := w.mustKvmnet("baseline", "ls"); out != "q1\n" {
 		t.Errorf("ls: %q", out)
 	}
@@ -69,6 +71,6 @@ func TestBaseline(t *testing.T) {
 	if !found {
 		t.Errorf("no port-security regression on web1-0: %v", d)
 	}
-	out, _ := w.kvmnet("baseline", "diff", "q1")
+	out, _ = w.kvmnet("baseline", "diff", "q1")
 	t.Logf("diff:\n%s", out)
 }
