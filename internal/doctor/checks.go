@@ -261,7 +261,10 @@ func overlaps(s string, p netip.Prefix) bool {
 }
 
 // checkMTU compares along each path: the MTU guests are told (mtu:), the
-// bridge, its taps, and the uplink of a bridged network.
+// bridge, its taps, and the uplink of a bridged network. A Linux bridge
+// whose MTU was not set follows its smallest port down, so one tap set
+// lower takes the whole network with it: the network's MTU is its mtu:,
+// else the largest of its ports', and the ports that differ are named.
 func checkMTU(f *Facts) []Finding {
 	var out []Finding
 	for _, n := range f.configNetworks() {
@@ -269,33 +272,42 @@ func checkMTU(f *Facts) []Finding {
 		if !have {
 			continue // apply recreates it; the daemon within its resync
 		}
-		bad := false
-		if n.MTU != 0 && br.MTU != n.MTU {
-			bad = true
-			out = append(out, Finding{Check: "mtu", Severity: Warning, Subject: n.Name,
-				Summary:  fmt.Sprintf("guests are told MTU %d, bridge %s has %d", n.MTU, n.Bridge, br.MTU),
-				Evidence: []string{fmt.Sprintf("mtu: %d in the file; %s mtu %d", n.MTU, n.Bridge, br.MTU)},
-				Fix:      "kvmnet apply -f host.yaml (sets the bridge's MTU)"})
-		}
-		if n.Mode == model.ModeBridged {
-			if up, have := f.Obs.Links[n.Uplink]; have && up.MTU != br.MTU {
-				bad = true
-				out = append(out, Finding{Check: "mtu", Severity: Warning, Subject: n.Name,
-					Summary:  fmt.Sprintf("uplink %s has MTU %d, bridge %s %d: frames of the larger size are dropped on the way", n.Uplink, up.MTU, n.Bridge, br.MTU),
-					Evidence: []string{fmt.Sprintf("%s mtu %d; %s mtu %d", n.Uplink, up.MTU, n.Bridge, br.MTU)},
-					Fix:      fmt.Sprintf("ip link set %s mtu %d (or set mtu: on the network and apply)", n.Uplink, max(up.MTU, br.MTU))})
+		var ports []plan.Link
+		for _, name := range f.Obs.Names() {
+			if l := f.Obs.Links[name]; l.Master == n.Bridge {
+				ports = append(ports, l)
 			}
 		}
-		for _, name := range f.Obs.Names() {
-			l := f.Obs.Links[name]
-			if l.Master != n.Bridge || name == n.Uplink || l.MTU == br.MTU {
+		want, why := n.MTU, "mtu: in the file (the MTU guests are told)"
+		if want == 0 {
+			want, why = br.MTU, "the bridge's"
+			for _, p := range ports {
+				if p.MTU > want {
+					want, why = p.MTU, "the largest of its ports'"
+				}
+			}
+		}
+		bad := false
+		if br.MTU != want {
+			bad = true
+			out = append(out, Finding{Check: "mtu", Severity: Warning, Subject: n.Name,
+				Summary:  fmt.Sprintf("bridge %s has MTU %d, the network's is %d (%s): a bridge follows its smallest port down", n.Bridge, br.MTU, want, why),
+				Evidence: []string{fmt.Sprintf("%s mtu %d", n.Bridge, br.MTU)},
+				Fix:      fmt.Sprintf("set the ports named below to %d; then kvmnet apply -f host.yaml (mtu: %d on the network keeps the bridge there)", want, want)})
+		}
+		for _, p := range ports {
+			if p.MTU == want {
 				continue
 			}
 			bad = true
-			out = append(out, Finding{Check: "mtu", Severity: Warning, Subject: name,
-				Summary:  fmt.Sprintf("tap %s has MTU %d on bridge %s with %d: frames larger than the smaller one are dropped between guest and bridge", name, l.MTU, n.Bridge, br.MTU),
-				Evidence: []string{fmt.Sprintf("%s mtu %d; %s mtu %d", name, l.MTU, n.Bridge, br.MTU)},
-				Fix:      fmt.Sprintf("ip link set %s mtu %d (libvirt: <mtu size='%d'/> in the interface)", name, br.MTU, br.MTU)})
+			what := "tap"
+			if p.Name == n.Uplink {
+				what = "uplink"
+			}
+			out = append(out, Finding{Check: "mtu", Severity: Warning, Subject: p.Name,
+				Summary:  fmt.Sprintf("%s %s has MTU %d, network %s %d (%s): frames larger than the smaller one are dropped on the way", what, p.Name, p.MTU, n.Name, want, why),
+				Evidence: []string{fmt.Sprintf("%s mtu %d; %s mtu %d", p.Name, p.MTU, n.Bridge, br.MTU)},
+				Fix:      fmt.Sprintf("ip link set %s mtu %d (libvirt: <mtu size='%d'/> in the VM's interface)", p.Name, want, want)})
 		}
 		if !bad {
 			out = append(out, ok("mtu", n.Name, fmt.Sprintf("bridge %s and its ports agree on MTU %d", n.Bridge, br.MTU)))
