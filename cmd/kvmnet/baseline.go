@@ -19,7 +19,8 @@ func newBaselineCmd(g *globals) *cobra.Command {
 		Use:   "baseline save|diff|ls",
 		Short: "Save the host's counters as a baseline, and compare the host with one later",
 		Long: `A baseline is a snapshot of what the host's networking has done so far:
-every interface's packet, error and drop counters, port security's drops
+every interface's packet, error and drop counters and its driver's
+counters (ethtool -S), port security's drops
 per tap and reason, the version of kvmnet's rules and the counters of
 those that drop, the connection-tracking table's fill and failures, and
 each NAT network's DHCP pool use. It is kept in the state database.
@@ -82,8 +83,8 @@ func newBaselineSaveCmd(g *globals) *cobra.Command {
 			if err := b.SaveBaseline(cmd.Context(), args[0], data); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "saved baseline %s: %d interfaces, %d rule counters, %d ports with port security drops, conntrack %d of %d, %d pools\n",
-				args[0], len(s.Links), len(s.Ruleset.Rules), len(s.PortDrops), s.Conntrack.Count, s.Conntrack.Max, len(s.Pools))
+			fmt.Fprintf(cmd.OutOrStdout(), "saved baseline %s: %d interfaces (%d with driver counters), %d rule counters, %d ports with port security drops, conntrack %d of %d, %d pools\n",
+				args[0], len(s.Links), len(s.Ethtool), len(s.Ruleset.Rules), len(s.PortDrops), s.Conntrack.Count, s.Conntrack.Max, len(s.Pools))
 			return nil
 		},
 	}

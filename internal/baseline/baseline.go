@@ -37,6 +37,9 @@ type Snapshot struct {
 	Time time.Time `json:"time"`
 	// Links are the counters of every interface, by name.
 	Links map[string]LinkStats `json:"links"`
+	// Ethtool are the driver counters of every interface that has them
+	// (`ethtool -S`), by interface and counter name.
+	Ethtool map[string]map[string]uint64 `json:"ethtool,omitempty"`
 	// Ruleset is the version of kvmnet's two tables (their comments:
 	// a digest of the rules) and the packet counters of its rules, by
 	// "chain/comment".
@@ -61,6 +64,9 @@ type Kernel interface {
 	Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Observed, error)
 	// LinkStats returns every interface's counters.
 	LinkStats() (map[string]LinkStats, error)
+	// EthtoolStats returns the driver counters (`ethtool -S`) of every
+	// interface that has any.
+	EthtoolStats() (map[string]map[string]uint64, error)
 	// RuleCounters returns the packet counters of table inet kvmnet's
 	// rules, by "chain/comment".
 	RuleCounters(ctx context.Context) (map[string]uint64, error)
@@ -79,6 +85,9 @@ func Take(ctx context.Context, name string, k Kernel, cfg *model.Config, leases 
 	}
 	s.Ruleset.Inet, s.Ruleset.Bridge = obs.Table.Comment, obs.Bridge.Comment
 	if s.Links, err = k.LinkStats(); err != nil {
+		return nil, err
+	}
+	if s.Ethtool, err = k.EthtoolStats(); err != nil {
 		return nil, err
 	}
 	if s.Ruleset.Rules, err = k.RuleCounters(ctx); err != nil {
@@ -170,6 +179,15 @@ func Compare(base, now *Snapshot, th Thresholds) Diff {
 			add(Change{Kind: "link", Subject: name, Metric: "present", Before: "no", After: "yes", Note: "new since the baseline"})
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(now.Ethtool)) {
+		for _, c := range slices.Sorted(maps.Keys(now.Ethtool[name])) {
+			// Drivers name their counters freely; those that count
+			// something lost say so in their name.
+			if badCounter(c) {
+				counter("ethtool", name, c, base.Ethtool[name][c], now.Ethtool[name][c], th.Count)
+			}
+		}
+	}
 	for _, tap := range slices.Sorted(maps.Keys(now.PortDrops)) {
 		for _, reason := range slices.Sorted(maps.Keys(now.PortDrops[tap])) {
 			counter("port-security", tap, "drops "+reason, base.PortDrops[tap][reason], now.PortDrops[tap][reason], th.Count)
@@ -188,6 +206,16 @@ func Compare(base, now *Snapshot, th Thresholds) Diff {
 	compareConntrack(base.Conntrack, now.Conntrack, th, add, counter)
 	comparePools(base.Pools, now.Pools, th, add)
 	return d
+}
+
+// lossWords mark driver counters of lost or damaged frames
+// (rx_missed_errors, rx_crc_errors, tx_fifo_errors, rx_queue_0_xdp_drops,
+// tx_timeout_count, rx_discards).
+var lossWords = []string{"drop", "err", "miss", "discard", "fifo", "crc", "timeout", "fail", "overrun"}
+
+func badCounter(name string) bool {
+	n := strings.ToLower(name)
+	return slices.ContainsFunc(lossWords, func(w string) bool { return strings.Contains(n, w) })
 }
 
 func fill(used, size uint64) float64 {

@@ -394,3 +394,28 @@ func (h *Host) RuleCounters(ctx context.Context) (c map[string]uint64, err error
 	})
 	return c, err
 }
+
+// EthtoolStats implements baseline.Kernel: `ethtool -S` of every link
+// that has driver counters (a veth, a NIC; a tap or a bridge has none).
+func (h *Host) EthtoolStats() (out map[string]map[string]uint64, err error) {
+	links, err := h.Link.List()
+	if err != nil {
+		return nil, err
+	}
+	out = map[string]map[string]uint64{}
+	err = h.inNS("reading ethtool statistics", func() error {
+		for _, l := range links {
+			st, err := link.EthtoolStats(l.Name)
+			if link.IsNotFound(err) {
+				continue // gone since the list
+			} else if err != nil {
+				return err
+			}
+			if len(st) > 0 {
+				out[l.Name] = st
+			}
+		}
+		return nil
+	})
+	return out, err
+}

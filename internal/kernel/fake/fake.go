@@ -52,9 +52,20 @@ type Kernel struct {
 	Foreign   []doctor.Chain
 	Conntrack doctor.Conntrack
 	NoDevices map[string]string
-	// Links and Rules are what LinkStats and RuleCounters return.
-	Links map[string]baseline.LinkStats
-	Rules map[string]uint64
+	// Links, Ethtool and Rules are what LinkStats, EthtoolStats and
+	// RuleCounters return.
+	Links   map[string]baseline.LinkStats
+	Ethtool map[string]map[string]uint64
+	Rules   map[string]uint64
+}
+
+// EthtoolStats implements baseline.Kernel.
+func (k *Kernel) EthtoolStats() (map[string]map[string]uint64, error) {
+	out := make(map[string]map[string]uint64, len(k.Ethtool))
+	for name, m := range k.Ethtool {
+		out[name] = maps.Clone(m)
+	}
+	return out, nil
 }
 
 // LinkStats implements baseline.Kernel.
