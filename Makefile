@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/kvmnet
 # Packages the tests and the demo use. apt-get update runs once per machine
 # (a stamp file remembers it), then apt-get install as root.
-DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin qemu-system-x86 kmod busybox
+DEB_PKGS := nftables iproute2 iperf3 udhcpc dnsmasq-base dnsutils netcat-openbsd socat iputils-ping conntrack procps curl dsniff hping3 python3 kea-admin qemu-system-x86 kmod busybox tcpdump
 
 .PHONY: all build deps demo test test-unit test-e2e test-kernel vet clean fuzz lint
 

@@ -239,15 +239,29 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 			}
 			return []string{b}
 		}
-		row(append(append([]string{"NAME", "MODE"}, backend("BACKEND")...), "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER")...)
+		// So does the fast-path column: the flows each network offloads.
+		fast := slices.ContainsFunc(st.Networks, func(n engine.NetworkStatus) bool { return n.Fastpath })
+		fastpath := func(header string, n engine.NetworkStatus) []string {
+			switch {
+			case !fast:
+				return nil
+			case header != "":
+				return []string{header}
+			case !n.Fastpath:
+				return []string{"-"}
+			}
+			return []string{fmt.Sprintf("%d offloaded", n.Offloaded)}
+		}
+		row(append(append(append([]string{"NAME", "MODE"}, backend("BACKEND")...), "BRIDGE", "SUBNET", "GATEWAY", "EGRESS", "STATE", "PORTS", "LEASES", "HOST", "BR_NETFILTER"),
+			fastpath("FASTPATH", engine.NetworkStatus{})...)...)
 		var notes []string
 		for _, n := range st.Networks {
 			nf := n.BridgeNF
 			if nf == "" {
 				nf = "n/a"
 			}
-			row(append(append([]string{n.Name, n.Mode}, backend(n.Backend)...), dash(n.Bridge), dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
-				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf)...)
+			row(append(append(append([]string{n.Name, n.Mode}, backend(n.Backend)...), dash(n.Bridge), dash(n.Subnet), dash(n.Gateway), dash(n.Egress), n.State,
+				fmt.Sprintf("%d/%d", n.Attached, n.Ports), fmt.Sprint(n.Leases), dash(strings.Join(n.HostAddrs, ",")), nf), fastpath("", n)...)...)
 			for _, note := range n.Notes {
 				notes = append(notes, fmt.Sprintf("%s: %s", n.Name, note))
 			}
@@ -263,7 +277,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 			row(f.Network, f.Proto, f.Port, f.To, dash(strings.Join(f.From, ",")), dash(strings.Join(f.Listen, ",")), f.State, dash(f.RateLimit))
 		}
 	case "ports", "port":
-		row("TAP", "VM", "NETWORK", "MAC", "IP", "SPOOFGUARD", "ISOLATED", "DROPS")
+		row("TAP", "VM", "NETWORK", "MAC", "IP", "VLAN", "SPOOFGUARD", "ISOLATED", "DROPS")
 		for _, p := range st.VMs {
 			var drops []string
 			for _, r := range plan.DropReasons {
@@ -271,7 +285,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 					drops = append(drops, fmt.Sprintf("%s=%d", r, n))
 				}
 			}
-			row(p.Tap, p.VM, p.Network, p.MAC, dash(p.IP), onOff(p.Spoofguard), onOff(p.Isolated), dash(strings.Join(drops, " ")))
+			row(p.Tap, p.VM, p.Network, p.MAC, dash(p.IP), dash(p.VLAN), onOff(p.Spoofguard), onOff(p.Isolated), dash(strings.Join(drops, " ")))
 		}
 	case "vms", "vm":
 		row("VM", "NETWORK", "TAP", "MAC", "IP", "STATE", "LEASE")

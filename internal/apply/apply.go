@@ -23,6 +23,7 @@ type (
 	Sysctls   = plan.Sysctls
 	Nftables  = plan.Nftables
 	Conntrack = plan.Conntrack
+	VLANs     = plan.VLANs
 	// Hooks let the caller persist what must survive a crash.
 	Hooks = plan.Hooks
 )

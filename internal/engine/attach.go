@@ -46,7 +46,11 @@ func (e *Engine) AttachPort(ctx context.Context, tap string) (bool, error) {
 			}
 			// The planner's own steps for one port, applied with
 			// rollback like any plan.
-			p2 := &plan.Plan{Actions: plan.AdoptPort(l, n.Bridge, p.Iface.Security.Isolated)}
+			var vlans []plan.VLAN
+			if n.VLANs {
+				vlans = plan.PortVLANs(p.Iface.VLAN)
+			}
+			p2 := &plan.Plan{Actions: plan.AdoptPort(l, n.Bridge, p.Iface.Security.Isolated, vlans)}
 			if err := apply.Apply(ctx, e.Kernel, p2, apply.Hooks{}, e.Log); err != nil {
 				return false, err
 			}

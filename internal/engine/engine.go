@@ -38,6 +38,9 @@ type Kernel interface {
 	LinkState(name string) (plan.Link, bool, error)
 	// DropCounters are port security's drops by port and reason.
 	DropCounters() (map[string]map[string]uint64, error)
+	// OffloadedFlows counts the connections the fast path carries, for
+	// each of subnets.
+	OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error)
 	// DefaultGateway is the gateway of the IPv4 default route, invalid
 	// when there is none.
 	DefaultGateway() (netip.Addr, error)

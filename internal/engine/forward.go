@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"sigs.k8s.io/knftables"
-
-	"github.com/kvmnet/kvmnet/internal/apply"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
 	"github.com/kvmnet/kvmnet/internal/store"
@@ -94,67 +91,14 @@ func (e *Engine) edit(ctx context.Context, ed model.Edit, change func(*model.Con
 
 // runEdit plans cfg and applies the plan; caller holds mu. An edit of
 // forwards normally plans element edits of the nftables table alone (and
-// cut connections); those are applied with their inverse as undo, not a
-// saved copy of the table (see elementKernel). Anything more means the
-// kernel had drifted from the desired state, and the edit takes the path
-// of any apply.
+// cut connections), which are undone by their inverse, not from a saved
+// copy of the table (see plan.NftChange.Do).
 func (e *Engine) runEdit(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
+	start := time.Now()
 	p, err := e.plan(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if p.Empty() {
-		return p, nil
-	}
-	k, ok := elementsOnly(e.Kernel, p)
-	if !ok {
-		// The plan came from a fresh observation: apply it as it is.
-		return p, e.applyPlan(ctx, p)
-	}
-	e.Log.Info("applying", "actions", p.Summary())
-	return p, apply.Apply(ctx, k, p, apply.Hooks{}, e.Log)
-}
-
-// elementKernel is the kernel for a plan whose nftables changes only add
-// and delete elements. apply undoes an nftables change by restoring a copy
-// of the table saved before it, and `nft list table` takes 200 ms with
-// 10,000 forwards where the change itself takes 5 ms; the undo of an
-// element edit is the inverse edit, which needs no copy.
-type elementKernel struct {
-	Kernel
-	changes map[knftables.Family]*plan.NftChange
-}
-
-// elementsOnly returns k wrapped for p when p's only actions are element
-// edits of nftables tables, at most one per table, and cut connections.
-func elementsOnly(k Kernel, p *plan.Plan) (elementKernel, bool) {
-	ek := elementKernel{Kernel: k, changes: map[knftables.Family]*plan.NftChange{}}
-	for _, a := range p.Actions {
-		switch a := a.(type) {
-		case plan.CutFlows:
-		case *plan.NftChange:
-			if a.Rebuild || a.Delete || ek.changes[a.Ruleset.Family] != nil {
-				return ek, false
-			}
-			ek.changes[a.Ruleset.Family] = a
-		default:
-			return ek, false
-		}
-	}
-	return ek, true
-}
-
-// NftSnapshot saves nothing: NftRestore knows the change to undo.
-func (k elementKernel) NftSnapshot(context.Context, knftables.Family) (string, error) {
-	return "", nil
-}
-
-// NftRestore undoes the element edit of family's table by the inverse
-// edit, in one transaction.
-func (k elementKernel) NftRestore(ctx context.Context, family knftables.Family, _ string) error {
-	ch := k.changes[family]
-	if ch == nil {
-		return fmt.Errorf("undoing the change of nftables table %s %s: no change was made to it", family, plan.TableName)
-	}
-	return k.Kernel.NftApply(ctx, &plan.NftChange{Ruleset: ch.Ruleset, Version: ch.Version, Add: ch.Del, Del: ch.Add})
+	e.Log.Debug("planned the edit from a fresh observation", "took", time.Since(start), "actions", p.Summary())
+	return p, e.applyPlan(ctx, p)
 }

@@ -4,23 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"sigs.k8s.io/knftables"
 
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
 	"github.com/kvmnet/kvmnet/internal/plan"
-	"github.com/kvmnet/kvmnet/internal/store"
 	"github.com/kvmnet/kvmnet/internal/testutil/nstest"
 )
 
@@ -52,27 +48,12 @@ func TestForwardEdits(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft is not installed")
 	}
-	ns := nstest.New(t)
-	nstest.Run(t, ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
-	nstest.Run(t, ns, "ip", "link", "set", "eth0", "up")
-	nstest.Run(t, ns, "ip", "addr", "add", "172.30.0.2/24", "dev", "eth0")
+	ns := egressNS(t)
 	// Not as subtests from here: those run on other goroutines, outside
 	// the namespace.
-	nstest.Enter(t, ns)
-	host, err := kernel.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer host.Close()
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, store.File))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	e, host := realEngine(t, ns)
+	st, log := e.Store, e.Log
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	e := &Engine{Store: st, Kernel: host, Log: log, Journal: filepath.Join(dir, "journal")}
 
 	doc := forwardsDoc(300)
 	cfg, err := model.Parse("host.yaml", []byte(doc))
@@ -224,30 +205,5 @@ func TestForwardEdits(t *testing.T) {
 		t.Fatal(err)
 	} else if blob, err := st.Parsed(rev, programStamp()); err != nil || (blob == nil && programStamp() != "") {
 		t.Errorf("no parsed form kept for revision %d after Wait: %v", rev, err)
-	}
-}
-
-// TestElementsOnly: only plans of element edits (and cut connections)
-// take the short way.
-func TestElementsOnly(t *testing.T) {
-	edit := func(fam string) *plan.NftChange {
-		return &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.Family(fam)}}
-	}
-	rebuild := &plan.NftChange{Ruleset: plan.Ruleset{Family: knftables.InetFamily}, Rebuild: true}
-	for _, tt := range []struct {
-		name    string
-		actions []plan.Action
-		want    bool
-	}{
-		{"one edit", []plan.Action{edit("inet")}, true},
-		{"edit and cut", []plan.Action{edit("inet"), plan.CutFlows{}}, true},
-		{"two tables", []plan.Action{edit("bridge"), edit("inet")}, true},
-		{"one table twice", []plan.Action{edit("inet"), edit("inet")}, false},
-		{"rebuild", []plan.Action{rebuild}, false},
-		{"a link too", []plan.Action{edit("inet"), plan.AddBridge{Name: "kv-dev"}}, false},
-	} {
-		if _, got := elementsOnly(nil, &plan.Plan{Actions: tt.actions}); got != tt.want {
-			t.Errorf("%s: elementsOnly = %v, want %v", tt.name, got, tt.want)
-		}
 	}
 }

@@ -77,12 +77,17 @@ func hybridDoc() string {
 // without security, a hybrid host with a bridged uplink, back, a network
 // removed, destroy. After each: the kernel against a golden file, and the
 // same config again changes nothing.
-func TestStates(t *testing.T) {
-	k := fakeHost()
+func TestStates(t *testing.T) { checkStates(t, fakeHost(), states, "") }
+
+// checkStates applies seq in turn to k through the engine, each checked
+// against testdata/states/PREFIX<N>-<name>.txt and applied twice, then
+// destroys and expects k as it was.
+func checkStates(t *testing.T, k *fake.Kernel, seq []struct{ name, doc string }, prefix string) {
+	t.Helper()
 	e := fakeEngine(t, k)
 	ctx := context.Background()
 	initial := k.Dump()
-	for i, s := range states {
+	for i, s := range seq {
 		doc := s.doc
 		cfg, err := model.Parse(s.name+".yaml", []byte(doc))
 		if err != nil {
@@ -91,7 +96,7 @@ func TestStates(t *testing.T) {
 		if _, err := e.Apply(ctx, cfg, []byte(doc), ApplyOptions{AllowRemoval: true}); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		golden.Check(t, filepath.Join("testdata", "states", fmt.Sprintf("%d-%s.txt", i+1, s.name)), k.Dump())
+		golden.Check(t, filepath.Join("testdata", "states", fmt.Sprintf("%s%d-%s.txt", prefix, i+1, s.name)), k.Dump())
 		p, err := e.Plan(ctx, cfg)
 		if err != nil || !p.Empty() {
 			t.Fatalf("%s: applied twice, the second plan is not empty (%v):\n%s", s.name, err, p)
@@ -108,11 +113,15 @@ func TestStates(t *testing.T) {
 // TestFakeRollbackAtEveryStep fails each kernel call of each transition
 // of TestStates in turn, on the fake: the kernel must be as before the
 // failed apply every time, and the stored state unchanged.
-func TestFakeRollbackAtEveryStep(t *testing.T) {
-	k := fakeHost()
+func TestFakeRollbackAtEveryStep(t *testing.T) { rollbackAtEveryStep(t, fakeHost(), states) }
+
+// rollbackAtEveryStep fails each kernel call of each transition of seq
+// in turn, on k.
+func rollbackAtEveryStep(t *testing.T, k *fake.Kernel, seq []struct{ name, doc string }) {
+	t.Helper()
 	ctx := context.Background()
 	total := 0
-	for _, s := range states {
+	for _, s := range seq {
 		doc := s.doc
 		cfg, err := model.Parse(s.name+".yaml", []byte(doc))
 		if err != nil {
@@ -160,6 +169,7 @@ type reads interface {
 	Listeners(keep func(proto string, port uint16) bool) ([]plan.Listener, error)
 	LinkState(name string) (plan.Link, bool, error)
 	DropCounters() (map[string]map[string]uint64, error)
+	OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error)
 	DefaultGateway() (netip.Addr, error)
 }
 

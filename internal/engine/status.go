@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
@@ -35,6 +36,11 @@ type NetworkStatus struct {
 	// own addresses on its bridge.
 	Uplink    string   `json:"uplink,omitempty"`
 	HostAddrs []string `json:"hostAddrs,omitempty"`
+	// Fastpath says whether the network's established flows are offloaded
+	// to kvmnet's flowtable (fastpath: true); Offloaded counts the
+	// connections it carries now.
+	Fastpath  bool `json:"fastpath,omitempty"`
+	Offloaded int  `json:"offloadedFlows,omitempty"`
 	// BridgeNF says whether br_netfilter sends the bridge's traffic
 	// through iptables: "off", "on" (the bridge's own nf_call_* or the
 	// global sysctls), or "" when the kernel has no bridge netfilter.
@@ -57,6 +63,9 @@ type PortStatus struct {
 	// Spoofguard and Isolated are the port's security settings.
 	Spoofguard bool `json:"spoofguard"`
 	Isolated   bool `json:"isolated"`
+	// VLAN is the port's VLANs as the kernel has them, on a VLAN-aware
+	// bridge: "100" (access), "10,20-22 native 100" (trunk).
+	VLAN string `json:"vlan,omitempty"`
 	// Drops counts frames port security dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
@@ -120,6 +129,9 @@ func (e *Engine) Status(ctx context.Context) (*Status, error) {
 	for i := range st.VMs {
 		st.VMs[i].Drops = drops[st.VMs[i].Tap]
 	}
+	if err := e.offloaded(cfg, st); err != nil {
+		return nil, err
+	}
 	for _, name := range slices.Sorted(maps.Keys(e.Backends)) {
 		nets, err := e.Backends[name].Networks(ctx, whole.ForBackend(name))
 		if err != nil {
@@ -166,6 +178,7 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 		ns := NetworkStatus{Name: n.Name, Mode: string(n.Mode), Backend: model.BackendLinux, Bridge: n.Bridge, Egress: n.Egress, State: "missing"}
 		if n.Mode == model.ModeNAT {
 			ns.Subnet, ns.Gateway = n.Subnet.String(), n.Gateway.String()
+			ns.Fastpath = n.Fastpath
 			ns.Egress, _ = plan.Egress(&n, obs.DefaultRouteLink, uplinkBridge)
 		}
 		if l, ok := obs.Links[n.Bridge]; ok {
@@ -201,6 +214,9 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 				if l.Master == n.Bridge {
 					ps.State = "attached"
 					ns.Attached++
+					if obs.Links[n.Bridge].VLANFiltering {
+						ps.VLAN = plan.FormatVLANs(l.VLANs)
+					}
 				}
 			}
 			if l, ok := active[n.Name+"/"+p.Iface.HWAddr]; ok {
@@ -228,4 +244,31 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 	}
 	sort.SliceStable(st.VMs, func(i, j int) bool { return st.VMs[i].VM < st.VMs[j].VM })
 	return st
+}
+
+// offloaded fills the offloaded-flow counts of fast-path networks: one
+// conntrack dump, only when some network has the fast path.
+func (e *Engine) offloaded(cfg *model.Config, st *Status) error {
+	var subnets []netip.Prefix
+	for _, n := range cfg.Networks {
+		if n.Mode == model.ModeNAT && n.Fastpath {
+			subnets = append(subnets, n.Subnet.Masked())
+		}
+	}
+	if len(subnets) == 0 {
+		return nil
+	}
+	counts, err := e.Kernel.OffloadedFlows(subnets)
+	if err != nil {
+		return err
+	}
+	for i, ns := range st.Networks {
+		if !ns.Fastpath {
+			continue
+		}
+		if n := cfg.Network(ns.Name); n != nil {
+			st.Networks[i].Offloaded = counts[n.Subnet.Masked()]
+		}
+	}
+	return nil
 }

@@ -109,6 +109,7 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 		obs.Links[l.Name] = plan.Link{
 			Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master,
 			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs, Isolated: l.Isolated,
+			VLANFiltering: l.VLANFiltering, VLANs: l.VLANs, VLANParent: l.VLANParent, VLANID: l.VLANID,
 		}
 	}
 	for name, l := range obs.Links {
@@ -281,6 +282,16 @@ func (h *Host) SetSysctl(key, value string) error {
 func (h *Host) DeleteFlows(flows []plan.Flow) (n int, err error) {
 	err = h.inNS("deleting connections", func() error {
 		n, err = ct.DeleteFlows(flows)
+		return err
+	})
+	return n, err
+}
+
+// OffloadedFlows counts, per subnet, the connections the fast path's
+// flowtable carries (see ct.CountOffloaded).
+func (h *Host) OffloadedFlows(subnets []netip.Prefix) (n map[netip.Prefix]int, err error) {
+	err = h.inNS("counting offloaded connections", func() error {
+		n, err = ct.CountOffloaded(subnets)
 		return err
 	})
 	return n, err

@@ -24,13 +24,14 @@ import (
 // Keys each mapping accepts, in the order messages list them.
 var (
 	topKeys       = []string{"host", "networks", "vms"}
-	hostKeys      = []string{"conntrack"}
-	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards"}
+	hostKeys      = []string{"fastpath", "conntrack"}
+	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards", "fastpath", "vlans", "uplinkVlans", "egressVlan"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
 	forwardKeys   = []string{"proto", "port", "to", "from", "listen", "rateLimit", "force"}
 	vmKeys        = []string{"name", "interfaces"}
-	interfaceKeys = []string{"network", "mac", "ip", "tap", "createTap", "queues", "owner", "security", "qos"}
+	interfaceKeys = []string{"network", "mac", "ip", "tap", "createTap", "queues", "owner", "security", "qos", "vlan"}
+	portVLANKeys  = []string{"untagged", "tagged"}
 	securityKeys  = []string{"spoofguard", "isolated", "maxConnections", "broadcastLimit"}
 	qosKeys       = []string{"egress", "ingress"}
 )
@@ -512,6 +513,8 @@ func (d *decoder) config(body ast.Node) *Config {
 		case "host":
 			d.mapping(p, v, "in host", "", hostKeys, func(key, p string, v ast.Node) {
 				switch key {
+				case "fastpath":
+					c.Host.Fastpath = d.boolean(p, v)
 				case "conntrack":
 					c.Host.Conntrack = d.conntrack(p, v)
 				}
@@ -569,6 +572,14 @@ func (d *decoder) network(path string, n ast.Node) Network {
 			d.list(p, v, "", func(_ int, p string, v ast.Node) {
 				nw.Forwards = append(nw.Forwards, d.forward(p, v))
 			})
+		case "vlans":
+			nw.VLANs = d.boolean(p, v)
+		case "uplinkVlans":
+			nw.UplinkVLANs = d.vlanList(p, v)
+		case "egressVlan":
+			nw.EgressVLAN = d.vlanID(p, v)
+		case "fastpath":
+			nw.Fastpath = d.boolean(p, v)
 		}
 	})
 	return nw
@@ -670,6 +681,8 @@ func (d *decoder) iface(path string, n ast.Node) Interface {
 			in.Security = d.security(p, v)
 		case "qos":
 			in.QoS = d.qos(p, v)
+		case "vlan":
+			in.VLAN = d.portVLANs(p, v)
 		}
 	})
 	return in

@@ -12,14 +12,19 @@ import (
 // config means. Comments of the original file are not kept.
 func Marshal(c *Config) ([]byte, error) {
 	w := &writer{}
-	if c.Host.Conntrack != nil {
+	if c.Host.Fastpath || c.Host.Conntrack != nil {
 		w.line(0, "host:")
+	}
+	if c.Host.Fastpath {
+		w.line(2, "fastpath: true")
+	}
+	if c.Host.Conntrack != nil {
 		w.conntrack(c.Host.Conntrack)
 	}
 	if len(c.Networks) > 0 {
 		w.line(0, "networks:")
 		for i := range c.Networks {
-			w.network(&c.Networks[i])
+			w.network(&c.Networks[i], c.Host)
 		}
 	}
 	if len(c.VMs) > 0 {
@@ -72,7 +77,7 @@ func (w *writer) integer(indent int, key string, i int) {
 // item starts a list entry whose keys are at indent.
 func (w *writer) item() { w.dash = true }
 
-func (w *writer) network(n *Network) {
+func (w *writer) network(n *Network, host Host) {
 	const in = 4
 	w.item()
 	w.kv(in, "name", n.Name)
@@ -104,11 +109,22 @@ func (w *writer) network(n *Network) {
 		w.kv(in+2, "domain", n.DNS.Domain)
 	}
 	w.kv(in, "egress", n.Egress)
+	if n.VLANs {
+		w.line(in, "vlans: true")
+	}
+	if len(n.UplinkVLANs.Text) > 0 {
+		w.line(in, "uplinkVlans: "+n.UplinkVLANs.Flow())
+	}
+	w.integer(in, "egressVlan", n.EgressVLAN)
 	if len(n.Forwards) > 0 {
 		w.line(in, "forwards:")
 		for i := range n.Forwards {
 			w.forward(in+4, &n.Forwards[i])
 		}
+	}
+	if n.Mode == ModeNAT && n.Fastpath != host.Fastpath {
+		// Only where the network differs from the host's default.
+		w.line(in, "fastpath: "+strconv.FormatBool(n.Fastpath))
 	}
 	if w.dash {
 		// A network with nothing set still needs its list entry.
@@ -180,6 +196,17 @@ func (w *writer) iface(in int, i *Interface) {
 		w.line(in, "qos:")
 		w.kv(in+2, "egress", i.QoS.Egress)
 		w.kv(in+2, "ingress", i.QoS.Ingress)
+	}
+	if v := i.VLAN; v != nil {
+		if v.Access {
+			w.integer(in, "vlan", v.Untagged)
+		} else {
+			w.line(in, "vlan:")
+			w.integer(in+2, "untagged", v.Untagged)
+			if len(v.Tagged.Text) > 0 {
+				w.line(in+2, "tagged: "+v.Tagged.Flow())
+			}
+		}
 	}
 	if w.dash {
 		w.line(in, "{}")

@@ -86,7 +86,7 @@ vms:
 		`host.yaml:6:16: networks[0].forwards[0].port: "0": port 0 is out of range (want 1 to 65535)`,
 		`host.yaml:6:23: networks[0].forwards[0].to: "nobody": VM "nobody" does not exist (VMs: web1)`,
 		`host.yaml:7:11: networks[1].name: "Bad" is not a valid network name (` + nameRule + `)`,
-		`host.yaml:13:48: vms[0].interfaces[0]: unknown key "colour" in an interface (allowed: network, mac, ip, tap, createTap, queues, owner, security, qos)`,
+		`host.yaml:13:48: vms[0].interfaces[0]: unknown key "colour" in an interface (allowed: network, mac, ip, tap, createTap, queues, owner, security, qos, vlan)`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -107,7 +107,7 @@ func TestNoFollowUpErrors(t *testing.T) {
 		// The misspelt name is not also "missing", and references to
 		// the network are not "unknown".
 		file: "networks:\n  - nmae: dev\n    mode: nat\n    subnet: 192.168.100.0/24\nvms:\n  - name: a\n    interfaces: [{network: dev, mac: 52:54:00:00:00:01}]\n",
-		want: `x.yaml:2:5: networks[0]: unknown key "nmae" in a network; did you mean "name"? (allowed: name, mode, backend, bridge, mtu, uplink, hostAddress, subnet, gateway, dhcp, dns, egress, forwards)`,
+		want: `x.yaml:2:5: networks[0]: unknown key "nmae" in a network; did you mean "name"? (allowed: name, mode, backend, bridge, mtu, uplink, hostAddress, subnet, gateway, dhcp, dns, egress, forwards, fastpath, vlans, uplinkVlans, egressVlan)`,
 	}, {
 		file: "networks:\n  - name: dev\n    mode: nat\n    subnet: 192.168.100.0/24\n    mtu: big\n",
 		want: `x.yaml:5:10: networks[0].mtu: "big" is not a whole number (want e.g. 1500)`,

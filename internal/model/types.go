@@ -5,6 +5,7 @@ package model
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -105,10 +106,71 @@ type Network struct {
 	Egress string `yaml:"egress"`
 	// Forwards (nat only) are ports of the host forwarded into the network.
 	Forwards []Forward `yaml:"forwards"`
+
+	// VLANs (bridged only) makes the bridge VLAN-aware (vlan_filtering 1):
+	// each interface's vlan: says which VLANs its port carries. An
+	// interface without vlan: sits on the untagged LAN (VLAN 1), as the
+	// host's own address on the bridge does; no port is a member of VLAN 1
+	// unless it sits there (the kernel's default PVID 1 is taken away from
+	// every other port).
+	VLANs bool `yaml:"vlans"`
+	// UplinkVLANs (with VLANs only) are the VLANs the uplink carries,
+	// tagged, besides the untagged LAN. Default: every VLAN an interface
+	// of the network uses.
+	UplinkVLANs VLANList `yaml:"uplinkVlans"`
+	// EgressVLAN (nat only, 1..4094) makes traffic leave through the
+	// 802.1Q sub-interface EGRESS.ID of the egress (eth0.200), which
+	// kvmnet creates, brings up and deletes with the network. Its
+	// addresses and routes are the host's business, as the egress's are.
+	EgressVLAN int `yaml:"egressVlan"`
+	// Fastpath (nat only) offloads the network's established TCP and UDP
+	// flows between its bridge and its egress to an nftables flowtable:
+	// their packets skip the host's routing and forward chains. Default:
+	// the host's fastpath: (Host.Fastpath), else false. Needs a kernel
+	// with nftables flowtables (nf_flow_table_inet).
+	Fastpath bool `yaml:"fastpath"`
+}
+
+// VLANList is a list of VLAN ids written as numbers and ranges
+// ([10, 20-30]); IDs holds them expanded, sorted, without repeats (filled
+// by Parse).
+type VLANList struct {
+	// Text is each entry as written, for Marshal and messages.
+	Text []string `yaml:"-"`
+	IDs  []int    `yaml:"-"`
+}
+
+// PortVLANs are the VLANs of one interface on a VLAN-aware bridge: an
+// access port (vlan: 100) has only Untagged; a trunk (vlan: {tagged: [10,
+// 20-30], untagged: 100}) has Tagged and, for its native VLAN, Untagged.
+type PortVLANs struct {
+	// Untagged is the VLAN of the port's untagged frames (its PVID), 0 for
+	// none: a trunk without a native VLAN drops untagged frames.
+	Untagged int
+	// Tagged are the VLANs the port carries tagged.
+	Tagged VLANList
+	// Access is true when the file wrote a bare number (vlan: 100).
+	Access bool
+}
+
+// IDs returns every VLAN of p, sorted.
+func (p *PortVLANs) IDs() []int {
+	if p == nil {
+		return nil
+	}
+	ids := slices.Clone(p.Tagged.IDs)
+	if p.Untagged != 0 && !slices.Contains(ids, p.Untagged) {
+		ids = append(ids, p.Untagged)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Host is the top-level host: section.
 type Host struct {
+	// Fastpath is the default of every nat network's fastpath:; a
+	// network's own fastpath: wins.
+	Fastpath bool `yaml:"fastpath"`
 	// Conntrack sizes the connection-tracking table and sets its
 	// timeouts (see conntrack.go); nil leaves the kernel's as they are.
 	Conntrack *Conntrack `yaml:"conntrack"`
@@ -229,6 +291,9 @@ type Interface struct {
 	Security Security `yaml:"security"`
 	// QoS rate limits.
 	QoS QoS `yaml:"qos"`
+	// VLAN (on a network with vlans: true) is the port's VLANs; nil: the
+	// untagged LAN (VLAN 1).
+	VLAN *PortVLANs `yaml:"vlan"`
 
 	// HWAddr is MAC normalised to lowercase, colon-separated (filled by
 	// Parse): 52:54:00:ab:cd:ef.

@@ -174,6 +174,7 @@ func (k *checker) network(i int) {
 	default:
 		k.errorf(p+".mode", "%q is not a mode (want bridged or nat)", string(n.Mode))
 	}
+	k.networkVLANs(i)
 }
 
 // natOnly are the keys of a network that only nat networks take, and why a
@@ -185,6 +186,7 @@ var natOnly = []struct{ key, why string }{
 	{"dns", "guests of a bridged network use the LAN's DNS"},
 	{"egress", "a bridged network's traffic leaves through its uplink"},
 	{"forwards", "guests of a bridged network are reachable on the LAN directly"},
+	{"fastpath", "a bridged network's traffic is switched by its bridge, never routed through the host, so there is no forwarding for a flowtable to shortcut"},
 }
 
 func (k *checker) bridged(i int) {
@@ -223,6 +225,9 @@ func (k *checker) nat(i int, nameOK bool) {
 	}
 	if n.DHCP == nil {
 		n.DHCP = &DHCP{}
+	}
+	if !k.pos.has(p + ".fastpath") {
+		n.Fastpath = k.c.Host.Fastpath
 	}
 	if k.pos.has(p + ".dns.domain") {
 		if prob := domainProblem(n.DNS.Domain); prob != "" {
@@ -549,6 +554,8 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 	if k.pos.has(p+".owner") && !ownerRE.MatchString(in.Owner) {
 		k.errorf(p+".owner", "%q is not a user name or uid (e.g. owner: qemu or owner: 1000)", in.Owner)
 	}
+
+	k.ifaceVLANs(p, in, n)
 
 	s := &in.Security
 	if s.MaxConnections < 0 {

@@ -33,7 +33,7 @@ type Options struct {
 
 // claimed reports whether l is an unmarked link an interrupted apply made.
 func (o Options) claimed(l Link) bool {
-	return o.Claim[l.Name] && l.Alias == "" && (l.Kind == "bridge" || l.Kind == "tuntap")
+	return o.Claim[l.Name] && l.Alias == "" && (l.Kind == "bridge" || l.Kind == "tuntap" || l.Kind == "vlan")
 }
 
 // desiredPort is one VM interface resolved against the kernel.
@@ -89,7 +89,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	// Connections through revoked forwards are cut last, once nothing can
 	// roll the forward back in. tc (QoS) comes once the ports it shapes
 	// are on their bridges and before the firewall lets traffic through.
-	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.tc, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
+	for _, group := range [][]Action{b.create, b.convert, b.enslave, b.vlan, b.tc, b.addrAdd, b.addrDel, b.restore, b.nft, b.need, b.release, b.del, b.ct} {
 		b.p.Actions = append(b.p.Actions, group...)
 	}
 	b.p.Removal = removal(b.p, obs)
@@ -106,7 +106,7 @@ type builder struct {
 
 	errs []error
 	// The groups of actions, composed by Build in its documented order.
-	create, convert, enslave, tc, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
+	create, convert, enslave, vlan, tc, addrAdd, addrDel, restore, nft, need, release, del, ct []Action
 
 	// uplinkBridge maps uplinks of bridged networks to their bridges: a
 	// nat network whose egress is one leaves through the bridge. uplinks
@@ -119,18 +119,24 @@ type builder struct {
 
 	wantBridges, wantUplinks map[string]bool
 	wantPorts                map[string]desiredPort
+	// wantVLANLinks are the 802.1Q links of egressVlan.
+	wantVLANLinks map[string]bool
 	// elems and belems are the inet and bridge tables' elements.
 	elems, belems Elements
 	classes       map[RateClass]bool
 	storms        map[StormClass]bool
 	connLimits    map[int]bool
+	// fastDevices are the flowtable's devices (see fastpath), fastRefused
+	// the places of fastpath: refused already.
+	fastDevices, fastRefused []string
 }
 
 func newBuilder(cfg *model.Config, obs *Observed, opt Options) *builder {
 	b := &builder{cfg: cfg, obs: obs, opt: opt, p: &Plan{},
 		uplinkBridge: UplinkBridges(cfg), uplinks: opt.uplinkOriginals(),
 		wantBridges: map[string]bool{}, wantUplinks: map[string]bool{}, wantPorts: map[string]desiredPort{},
-		elems: Elements{}, belems: Elements{},
+		wantVLANLinks: map[string]bool{},
+		elems:         Elements{}, belems: Elements{},
 		classes: map[RateClass]bool{}, storms: map[StormClass]bool{}, connLimits: map[int]bool{}}
 	b.defaultLink = obs.DefaultRouteLink
 	if b.defaultLink == "" {
@@ -152,6 +158,7 @@ func (b *builder) bridged(i int) {
 	b.convert = append(b.convert, bv...)
 	b.wantBridges[n.Bridge] = true
 	b.wantUplinks[n.Uplink] = true
+	b.bridgeVLANs(i)
 	b.errs = append(b.errs, ports(b.cfg, n, b.opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
 }
 
@@ -172,6 +179,11 @@ func (b *builder) nat(i int) {
 		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
 			"network %q: egress interface %q does not exist (interfaces: %s)", n.Name, egress, strings.Join(obs.Names(), ", ")))
 		return
+	}
+	if egress = b.egressVLAN(i, egress); egress == "" {
+		return
+	} else if n.EgressVLAN != 0 {
+		listenOn = "" // forwards listen on the VLAN link's addresses
 	}
 	if egress == n.Bridge {
 		b.errs = append(b.errs, cfg.Errorf(fmt.Sprintf("networks[%d].egress", i),
@@ -201,6 +213,7 @@ func (b *builder) nat(i int) {
 	b.elems[SetNATOut] = append(b.elems[SetNATOut], NewElement(n.Bridge, egress))
 	b.elems[SetMasq] = append(b.elems[SetMasq], NewElement(subnet, egress))
 	b.elems[SetHairpin] = append(b.elems[SetHairpin], NewElement(subnet, n.Bridge))
+	b.fastpath(i, n, egress)
 	if _, ok := obs.Links[egress]; ok || listenOn == "" {
 		listenOn = egress
 	}
@@ -274,7 +287,7 @@ func (b *builder) collect() {
 			continue // released below, with its addresses
 		}
 		switch {
-		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap":
+		case IsOwnedTap(l), opt.claimed(l) && l.Kind == "tuntap", (IsOwnedVLAN(l) || opt.claimed(l) && l.Kind == "vlan") && !b.wantVLANLinks[name]:
 			gone := l
 			b.del = append(b.del, DelLink{Gone: gone})
 		case l.Master != "" && IsOwnedBridge(obs.Links[l.Master]):
@@ -348,7 +361,7 @@ func (b *builder) tables() error {
 	for c := range b.storms {
 		sc = append(sc, c)
 	}
-	rs := DesiredRuleset(rc, cl)
+	rs := DesiredRuleset(rc, cl).withFastpath(b.fastDevices)
 	// The bridge table first: guests are checked before they are routed.
 	if ch := nftChange(&b.obs.Bridge, b.belems, len(b.wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
 		b.nft = append(b.nft, ch)
@@ -370,8 +383,24 @@ func (b *builder) tables() error {
 // belongs to the bridge port, so it comes after the enslaving (a new port
 // starts without it). Build plans every port with it; the daemon plans a
 // late tap with it alone, without planning the rest of the host.
-func AdoptPort(l Link, bridge string, isolated bool) []Action {
-	return appendAdoptPort(nil, l, bridge, isolated)
+//
+// On a bridge that filters VLANs, vlans are the port's (PortVLANs; nil
+// when the bridge does not filter): the port joins with the kernel's
+// default PVID 1 and gets its own VLANs in the same apply, so a late tap
+// never sits on the untagged LAN until the next converge.
+func AdoptPort(l Link, bridge string, isolated bool, vlans []VLAN) []Action {
+	out := appendAdoptPort(nil, l, bridge, isolated)
+	if vlans == nil {
+		return out
+	}
+	have := defaultVLANs()
+	if l.Master == bridge {
+		have = l.VLANs
+	}
+	if add, del := VLANDiff(have, vlans); len(add)+len(del) > 0 {
+		out = append(out, SetPortVLANs{Change: VLANChange{Port: l.Name, Have: have, Want: vlans}})
+	}
+	return out
 }
 
 // appendAdoptPort appends AdoptPort's actions to out: Build plans
@@ -497,7 +526,7 @@ func rulesMatch(have *TableState, rs Ruleset) bool {
 			return false
 		}
 	}
-	return len(have.Sets) == len(rs.Sets)
+	return len(have.Sets) == len(rs.Sets) && flowtablesMatch(have, rs)
 }
 
 // diff returns what to add to have and delete from it to get want. Both

@@ -25,7 +25,19 @@ func NeededFeatures(cfg *model.Config) []Feature {
 
 // networkFeatures are the features one network's keys need.
 func networkFeatures(n *model.Network) []Feature {
-	return nil
+	var fs []Feature
+	// An interface's vlan: needs vlans: true on its network (the model
+	// refuses it otherwise), so the network's key says it all.
+	if n.VLANs {
+		fs = append(fs, FeatureBridgeVLAN)
+	}
+	if n.EgressVLAN != 0 {
+		fs = append(fs, FeatureVLAN)
+	}
+	if n.Mode == model.ModeNAT && n.Fastpath {
+		fs = append(fs, FeatureFlowtable)
+	}
+	return fs
 }
 
 // require records, when the kernel lacks f, an error at path (the place

@@ -18,6 +18,7 @@ type Kernel interface {
 	Sysctls
 	Nftables
 	Conntrack
+	VLANs
 }
 
 // Links are network devices: kvmnet's bridges and taps, and the ports of

@@ -69,6 +69,14 @@ type Link struct {
 	// were its ports: deleting a bridge frees them, so undoing the
 	// deletion must enslave again those still there.
 	Ports []Link
+	// VLANFiltering is a bridge's vlan_filtering.
+	VLANFiltering bool
+	// VLANs are a bridge port's VLANs (`bridge vlan show`), or, on a
+	// bridge, its own (`bridge vlan show dev BR self`).
+	VLANs []VLAN
+	// VLANParent and VLANID are those of an 802.1Q link (kind "vlan").
+	VLANParent string
+	VLANID     int
 }
 
 // ObserveOptions say what an observation needs beyond the links, tables

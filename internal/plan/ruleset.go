@@ -189,6 +189,8 @@ type Ruleset struct {
 	Family knftables.Family
 	Chains []Chain
 	Sets   []Set
+	// Flowtables are the flowtables of the fast path (see withFastpath).
+	Flowtables []Flowtable
 }
 
 // DesiredRuleset returns the inet table for the given rate classes of
@@ -343,6 +345,8 @@ type TableState struct {
 	// Sets maps set and map names to their elements (normalised as in
 	// Elements).
 	Sets Elements
+	// Flowtables maps flowtable names to what the kernel holds of them.
+	Flowtables map[string]Flowtable
 }
 
 // NftChange is the nftables part of a plan: either a rebuild of the whole
@@ -395,6 +399,7 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 			}
 			tx.Add(set)
 		}
+		addFlowtables(tx, c.Ruleset.Flowtables)
 		for _, ch := range c.Ruleset.Chains {
 			tx.Add(&knftables.Chain{
 				Name: ch.Name, Type: knftables.PtrTo(ch.Type), Hook: knftables.PtrTo(ch.Hook),
@@ -468,6 +473,9 @@ func SetType(family knftables.Family, name string) (Set, bool) {
 		if s.Name == name {
 			return s, true
 		}
+	}
+	if name == fastpathSet.Name {
+		return fastpathSet, true
 	}
 	var count uint64
 	var unit, kind string

@@ -82,6 +82,11 @@ var concerns = []struct {
 		{"max-connections", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20}"))},
 		{"no-networks", file([]string{net(lan, "")})},
 	}},
+	{"fastpath", []struct{ name, doc string }{
+		{"off", file([]string{net(dev, "")}, net(web1, ""))},
+		{"on", file([]string{net(dev, ", fastpath: true")}, net(web1, ""))},
+		{"off-again", file([]string{net(dev, "")}, net(web1, ""))},
+	}},
 	{"sysctls", []struct{ name, doc string }{
 		{"nat-needs-forwarding", file([]string{net(dev, "")})},
 		{"bridged-only-gives-it-back", file([]string{net(lan, "")})},
@@ -343,4 +348,33 @@ func link(t *testing.T, k *fake.Kernel, name string) plan.Link {
 		t.Fatalf("link %s: %v (exists: %v)", name, err, ok)
 	}
 	return l
+}
+
+// TestClaimVLANLink: an egress VLAN link an apply created but was killed
+// before marking (its name in the journal) is claimed and marked; one
+// the journal does not name is someone else's and refused.
+func TestClaimVLANLink(t *testing.T) {
+	doc := "networks:\n  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0, egressVlan: 200}\n"
+	cfg, err := model.Parse("host.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fake.LANHost()
+	if err := k.AddVLANLink("eth0.200", "eth0", 200, ""); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := k.Observe(context.Background(), plan.ObserveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plan.Build(cfg, obs, plan.Options{}); err == nil || !strings.Contains(err.Error(), `a link named "eth0.200" exists and is not kvmnet's VLAN 200 on eth0`) {
+		t.Errorf("an unmarked VLAN link not in the journal: %v", err)
+	}
+	p, err := plan.Build(cfg, obs, plan.Options{Claim: map[string]bool{"eth0.200": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.String(), `ip link set eth0.200 alias "kvmnet:vlan=dev"`) || strings.Contains(p.String(), "ip link add link eth0") {
+		t.Errorf("claiming eth0.200:\n%s", p)
+	}
 }

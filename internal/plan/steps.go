@@ -97,9 +97,16 @@ func (c *NftChange) String() string {
 	return "nft -f - <<EOF\n" + tx.String() + "EOF"
 }
 
-// Do applies the change; its undo puts the table back as it was, from a
-// snapshot taken first.
+// Do applies the change. An element edit is undone by its inverse, in one
+// transaction; a rebuild or a deletion by putting the table back from a
+// snapshot taken first (`nft list table` takes 200 ms with 10,000
+// forwards, an element edit 5 ms, so edits take no snapshot).
 func (c *NftChange) Do(ctx context.Context, k Kernel, _ Hooks) (Undo, error) {
+	if !c.Rebuild && !c.Delete {
+		inverse := &NftChange{Ruleset: c.Ruleset, Version: c.Version, Add: c.Del, Del: c.Add}
+		// The undo must run even when ctx was cancelled.
+		return func() error { return k.NftApply(context.Background(), inverse) }, k.NftApply(ctx, c)
+	}
 	fam := c.Ruleset.Family
 	snap, err := k.NftSnapshot(ctx, fam)
 	if err != nil {

@@ -200,9 +200,12 @@ func (s DelLink) Do(_ context.Context, k Kernel, _ Hooks) (Undo, error) {
 func (s DelLink) Recreate(k Kernel, deleted map[string]bool) error {
 	l := s.Gone
 	var err error
-	if l.Kind == "bridge" {
+	switch l.Kind {
+	case "bridge":
 		err = k.AddBridge(l.Name, l.MTU, l.Alias)
-	} else {
+	case "vlan":
+		err = k.AddVLANLink(l.Name, l.VLANParent, l.VLANID, l.Alias)
+	default:
 		err = k.AddTap(l.Name, TapSpec{}, l.Alias)
 	}
 	if err != nil {
@@ -233,6 +236,12 @@ func (s DelLink) Recreate(k Kernel, deleted map[string]bool) error {
 		if p.Isolated {
 			errs = append(errs, k.SetIsolated(p.Name, true))
 		}
+		if l.VLANFiltering {
+			errs = append(errs, k.SetPortVLANs(p.Name, false, defaultVLANs(), p.VLANs))
+		}
+	}
+	if l.VLANFiltering {
+		errs = append(errs, k.SetVLANFiltering(l.Name, true), k.SetPortVLANs(l.Name, true, defaultVLANs(), l.VLANs))
 	}
 	return errors.Join(errs...)
 }

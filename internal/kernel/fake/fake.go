@@ -43,6 +43,8 @@ type Kernel struct {
 	Drops map[string]map[string]uint64
 	// Calls counts the calls that change something.
 	Calls int
+	// Offloaded are the connections OffloadedFlows reports, by subnet.
+	Offloaded map[netip.Prefix]int
 	// Lacks are the features this kernel lacks, with the kernel's
 	// refusal, as Observe reports them when asked.
 	Lacks map[plan.Feature]string
@@ -162,6 +164,7 @@ func (k *Kernel) Dump() string {
 		for _, a := range l.Addrs {
 			fmt.Fprintf(&b, " inet %s", a)
 		}
+		b.WriteString(dumpVLANs(l, k.obs.Links))
 		b.WriteString("\n")
 	}
 	for _, key := range slices.Sorted(maps.Keys(k.obs.Sysctls)) {
@@ -175,6 +178,9 @@ func (k *Kernel) Dump() string {
 			continue
 		}
 		fmt.Fprintf(&b, "table %s %s (%s)\n", t.fam, plan.TableName, t.state.Comment)
+		for _, f := range slices.Sorted(maps.Keys(t.state.Flowtables)) {
+			fmt.Fprintf(&b, "  flowtable %s: %s\n", f, strings.Join(t.state.Flowtables[f].Devices, ", "))
+		}
 		for _, c := range slices.Sorted(maps.Keys(t.state.Chains)) {
 			fmt.Fprintf(&b, "  chain %s: %s\n", c, strings.Join(t.state.Chains[c], ", "))
 		}
@@ -237,7 +243,10 @@ func (k *Kernel) AddBridge(name string, mtu int, alias string) error {
 		mtu = 1500
 	}
 	// kernel.Host creates bridges with nf_call_* off (ip link add ... nf_call_iptables 0).
-	return k.add(plan.Link{Name: name, Kind: "bridge", Alias: alias, MTU: mtu, BridgeNF: "off"})
+	k.mu.Lock()
+	vlans := k.joinVLANs()
+	k.mu.Unlock()
+	return k.add(plan.Link{Name: name, Kind: "bridge", Alias: alias, MTU: mtu, BridgeNF: "off", VLANs: vlans})
 }
 
 // AddTap implements apply.Links.
@@ -255,7 +264,7 @@ func (k *Kernel) DeleteLink(name string) error {
 		delete(o.Hosts, name)
 		for n, l := range o.Links {
 			if l.Master == name {
-				l.Master, l.Isolated = "", false
+				l.Master, l.Isolated, l.VLANs = "", false, nil
 				o.Links[n] = l
 			}
 		}
@@ -280,11 +289,19 @@ func (k *Kernel) SetMaster(name, master string) error {
 	if master != "" && !ok {
 		return fmt.Errorf("master %q: no such device", master)
 	}
+	k.mu.Lock()
+	vlans := k.joinVLANs()
+	k.mu.Unlock()
 	return k.link(name, func(l *plan.Link) error {
 		if l.Master != master {
-			// A bridge port's flags belong to the port: leaving a bridge
-			// ends it, joining one starts a port with the defaults.
+			// A bridge port's flags and VLANs belong to the port:
+			// leaving a bridge ends it, joining one starts a port with
+			// the defaults (the default PVID, when the kernel has VLANs).
 			l.Isolated = false
+			l.VLANs = nil
+			if master != "" {
+				l.VLANs = vlans
+			}
 		}
 		l.Master = master
 		return nil
@@ -362,6 +379,9 @@ func (k *Kernel) Convert(uplink string, u plan.Uplink) error {
 		if !ok || !okb {
 			return fmt.Errorf("converting %q to %q: no such device", uplink, u.Bridge)
 		}
+		if l.Master != u.Bridge {
+			l.VLANs = k.joinVLANs()
+		}
 		l.Master = u.Bridge
 		if u.Move != "none" {
 			br.Addrs, l.Addrs = l.Addrs, nil
@@ -381,7 +401,7 @@ func (k *Kernel) Release(uplink string, u plan.Uplink) error {
 		if !ok {
 			return fmt.Errorf("releasing %q: no such device", uplink)
 		}
-		l.Master, l.Addrs = "", nil
+		l.Master, l.Addrs, l.VLANs = "", nil, nil
 		for _, a := range u.Config.Addrs {
 			l.Addrs = append(l.Addrs, a.Prefix)
 		}
@@ -435,7 +455,19 @@ func (k *Kernel) NftApply(_ context.Context, ch *plan.NftChange) error {
 			}
 			*t = plan.TableState{}
 		case ch.Rebuild:
+			if why, lacks := k.Lacks[plan.FeatureFlowtable]; lacks && len(ch.Ruleset.Flowtables) > 0 {
+				// What nft -f says on such a kernel; a plan never gets
+				// here, it is refused first.
+				return fmt.Errorf("adding flowtable %s: %s", ch.Ruleset.Flowtables[0].Name, why)
+			}
 			n := plan.TableState{Exists: true, Comment: ch.Version, Chains: map[string][]string{}, Sets: plan.Elements{}}
+			for _, ft := range ch.Ruleset.Flowtables {
+				if n.Flowtables == nil {
+					n.Flowtables = map[string]plan.Flowtable{}
+				}
+				ft.Devices = slices.Clone(ft.Devices)
+				n.Flowtables[ft.Name] = ft
+			}
 			for _, c := range ch.Ruleset.Chains {
 				n.Chains[c.Name] = []string{}
 				for _, r := range c.Rules {
@@ -523,6 +555,15 @@ func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) {
 	return out, nil
 }
 
+// OffloadedFlows returns Offloaded for each of subnets.
+func (k *Kernel) OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error) {
+	out := map[netip.Prefix]int{}
+	for _, s := range subnets {
+		out[s] = k.Offloaded[s]
+	}
+	return out, nil
+}
+
 // DefaultGateway returns Gateway.
 func (k *Kernel) DefaultGateway() (netip.Addr, error) { return k.Gateway, nil }
 
@@ -531,6 +572,7 @@ func copyObserved(o *plan.Observed, hosts bool) plan.Observed {
 	c.Links = make(map[string]plan.Link, len(o.Links))
 	for n, l := range o.Links {
 		l.Addrs = slices.Clone(l.Addrs)
+		l.VLANs = slices.Clone(l.VLANs)
 		c.Links[n] = l
 	}
 	c.Sysctls = maps.Clone(o.Sysctls)
@@ -557,6 +599,13 @@ func copyTable(t plan.TableState) plan.TableState {
 		}
 	}
 	c.Sets = copyElements(t.Sets)
+	if t.Flowtables != nil {
+		c.Flowtables = map[string]plan.Flowtable{}
+		for n, ft := range t.Flowtables {
+			ft.Devices = slices.Clone(ft.Devices)
+			c.Flowtables[n] = ft
+		}
+	}
 	return c
 }
 

@@ -34,6 +34,11 @@ type Link struct {
 	Addrs  []netip.Prefix // IPv4 addresses, scope global
 	// Isolated is the bridge port flag, read for enslaved links only.
 	Isolated bool
+	// VLANFiltering, VLANs, VLANParent and VLANID: see plan.Link.
+	VLANFiltering bool
+	VLANs         []plan.VLAN
+	VLANParent    string
+	VLANID        int
 }
 
 // TapOptions are the parameters of a persistent tap (`ip tuntap add`).
@@ -127,6 +132,10 @@ func (h *Handle) list(hosts bool) ([]Link, map[string]plan.HostConfig, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	vlans, err := h.portVLANs()
+	if err != nil {
+		return nil, nil, err
+	}
 	var hc map[string]plan.HostConfig
 	if hosts {
 		if hc, err = h.hostConfigs(names, list); err != nil {
@@ -148,7 +157,9 @@ func (h *Handle) list(hosts bool) ([]Link, map[string]plan.HostConfig, error) {
 			Up:       a.Flags&net.FlagUp != 0,
 			HWAddr:   a.HardwareAddr.String(),
 			Addrs:    addrs[a.Index],
+			VLANs:    vlans[a.Index],
 		})
+		vlanAttrs(&out[len(out)-1], l, names)
 	}
 	return out, hc, nil
 }

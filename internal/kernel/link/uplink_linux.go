@@ -389,6 +389,17 @@ func (h *Handle) SetBridgeNF(name string, on bool) error {
 	if on {
 		v = 1
 	}
+	if err := h.changeBridge(l.Attrs().Index, []int{iflaBrNFCallIPTables, iflaBrNFCallIP6Tables, iflaBrNFCallARPTables}, v); err != nil {
+		return fmt.Errorf("setting nf_call_iptables=%d on bridge %q: %w", v, name, err)
+	}
+	return nil
+}
+
+// changeBridge sets the bridge attributes attrs (IFLA_BR_*) of the bridge
+// with index to v, and nothing else: one RTM_NEWLINK carrying only them
+// (the library's LinkModify sends back every attribute it read, which
+// the kernel may refuse, e.g. with EBUSY).
+func (h *Handle) changeBridge(index int, attrs []int, v uint8) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
 	sock, err := nl.GetNetlinkSocketAt(h.ns, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
@@ -397,19 +408,17 @@ func (h *Handle) SetBridgeNF(name string, on bool) error {
 	defer sock.Close()
 	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(l.Attrs().Index)
+	msg.Index = int32(index)
 	req.AddData(msg)
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
 	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
-	for _, a := range []int{iflaBrNFCallIPTables, iflaBrNFCallIP6Tables, iflaBrNFCallARPTables} {
+	for _, a := range attrs {
 		data.AddRtAttr(a, []byte{v})
 	}
 	req.AddData(info)
-	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
-		return fmt.Errorf("setting nf_call_iptables=%d on bridge %q: %w", v, name, err)
-	}
-	return nil
+	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // BridgeNF reads a bridge's nf_call_* attributes: "on" if any is set,

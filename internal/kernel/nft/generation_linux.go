@@ -117,6 +117,13 @@ func (t *Tables) Read(fams ...knftables.Family) ([]plan.TableState, error) {
 		}
 	}
 	t.mu.Unlock()
+	for i := range out {
+		if !slices.Contains(read, i) {
+			if out[i], err = refreshFlowtables(t.ns, out[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if len(read) == 0 {
 		return out, nil
 	}

@@ -55,6 +55,9 @@ func ObserveFamily(nsFD int, fam knftables.Family) (plan.TableState, error) {
 		return st, fmt.Errorf("reading table %s %s: %w", fam, plan.TableName, err)
 	}
 	st.Exists = true
+	if st.Flowtables, err = readFlowtables(c, table); err != nil {
+		return st, err
+	}
 	chains, err := c.ListChainsOfTableFamily(nfam)
 	if err != nil {
 		return st, fmt.Errorf("listing chains: %w", err)

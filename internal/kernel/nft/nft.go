@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,6 +141,15 @@ func ParseTable(data []byte) (plan.TableState, error) {
 				if _, ok := st.Chains[c.Name]; !ok {
 					st.Chains[c.Name] = []string{}
 				}
+			case "flowtable":
+				ft, err := parseFlowtable(raw)
+				if err != nil {
+					return st, err
+				}
+				if st.Flowtables == nil {
+					st.Flowtables = map[string]plan.Flowtable{}
+				}
+				st.Flowtables[ft.Name] = ft
 			case "rule":
 				var r struct{ Chain, Comment string }
 				if err := json.Unmarshal(raw, &r); err != nil {
@@ -167,6 +177,28 @@ func ParseTable(data []byte) (plan.TableState, error) {
 		}
 	}
 	return st, nil
+}
+
+// parseFlowtable reads a flowtable of `nft -j list table`: its devices
+// ("dev") are a list, or a string when there is one.
+func parseFlowtable(raw json.RawMessage) (plan.Flowtable, error) {
+	var f struct {
+		Name string
+		Dev  json.RawMessage
+	}
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return plan.Flowtable{}, fmt.Errorf("parsing nft flowtable: %w", err)
+	}
+	ft := plan.Flowtable{Name: f.Name}
+	if len(f.Dev) > 0 && json.Unmarshal(f.Dev, &ft.Devices) != nil {
+		var one string
+		if err := json.Unmarshal(f.Dev, &one); err != nil {
+			return ft, fmt.Errorf("parsing devices of nft flowtable %s: %w", f.Name, err)
+		}
+		ft.Devices = []string{one}
+	}
+	slices.Sort(ft.Devices)
+	return ft, nil
 }
 
 // elemString normalises one JSON element to the planner's form: strings

@@ -53,3 +53,22 @@ func TestParseTableRejectsGarbage(t *testing.T) {
 		t.Error("garbage parsed")
 	}
 }
+
+// TestParseFlowtable reads a flowtable as nft 1.0.6 writes it in JSON,
+// with one device and with several.
+func TestParseFlowtable(t *testing.T) {
+	doc := `{"nftables": [{"table": {"family": "inet", "name": "kvmnet", "handle": 1}},
+{"flowtable": {"family": "inet", "name": "fastpath", "table": "kvmnet", "handle": 2, "hook": "ingress", "prio": 0, "dev": ["kv-dev", "eth0"]}},
+{"flowtable": {"family": "inet", "name": "one", "table": "kvmnet", "handle": 3, "hook": "ingress", "prio": 0, "dev": "eth0"}}]}`
+	st, err := ParseTable([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]plan.Flowtable{
+		"fastpath": {Name: "fastpath", Devices: []string{"eth0", "kv-dev"}},
+		"one":      {Name: "one", Devices: []string{"eth0"}},
+	}
+	if diff := cmp.Diff(want, st.Flowtables); diff != "" {
+		t.Errorf("flowtables (-want +got):\n%s", diff)
+	}
+}
