@@ -130,5 +130,21 @@ func runDoctor(cmd *cobra.Command, g *globals) (doctor.Report, error) {
 	if err != nil {
 		return doctor.Report{}, err
 	}
+	if g.netns != "" || g.stateDir != "" {
+		// Not the systemd unit's daemon: the one of this namespace.
+		f.StartDaemon = "kvmnet" + g.flagsForDaemon() + " daemon"
+	}
 	return doctor.Run(f), nil
+}
+
+// flagsForDaemon are the global flags that name this namespace's daemon.
+func (g *globals) flagsForDaemon() string {
+	s := ""
+	if g.netns != "" {
+		s += " --netns " + g.netns
+	}
+	if g.stateDir != "" {
+		s += " --state-dir " + g.stateDir
+	}
+	return s
 }

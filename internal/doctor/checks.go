@@ -549,8 +549,12 @@ func checkDaemon(f *Facts) []Finding {
 	case f.Daemon:
 		return []Finding{ok("daemon", "", "kvmnet's daemon answers")}
 	}
+	fix := f.StartDaemon
+	if fix == "" {
+		fix = "systemctl start kvmnet (or kvmnet daemon)"
+	}
 	return []Finding{{Check: "daemon", Severity: Critical,
 		Summary:  fmt.Sprintf("kvmnet's daemon is not running: guests of %s get no DHCP lease and no DNS answers, late taps are not adopted, drift is not repaired", strings.Join(want, ", ")),
 		Evidence: []string{"no daemon answers on the socket"},
-		Fix:      "systemctl start kvmnet (or kvmnet daemon)"}}
+		Fix:      fix}}
 }

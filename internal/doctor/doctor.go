@@ -133,9 +133,12 @@ type Facts struct {
 	VhostNet string
 	// Leases are the DHCP leases kvmnet's servers gave.
 	Leases []store.Lease
-	// Daemon is true when kvmnet's daemon answers on its socket.
-	Daemon bool
-	Now    time.Time
+	// Daemon is true when kvmnet's daemon answers on its socket;
+	// StartDaemon is the command that starts it here ("" for the
+	// systemd unit's).
+	Daemon      bool
+	StartDaemon string
+	Now         time.Time
 }
 
 // Features are the kernel features doctor reports missing.
