@@ -130,6 +130,21 @@ func checkRPFilter(f *Facts) []Finding {
 // win against it), go through iptables and conntrack: a FORWARD policy
 // drop then cuts guests off from each other on one bridge.
 func checkBridgeNF(f *Facts) []Finding {
+	var out []Finding
+	// kvmnet turns each of its bridges' own switches off; one found on
+	// was turned on behind its back (the daemon puts it back).
+	for _, n := range f.configNetworks() {
+		if f.Obs.Links[n.Bridge].BridgeNF == "on" {
+			out = append(out, Finding{Check: "br-netfilter", Severity: Warning, Subject: n.Bridge,
+				Summary:  fmt.Sprintf("bridge %s sends its frames through iptables (its own nf_call_iptables, ip6tables or arptables is on)", n.Bridge),
+				Evidence: []string{fmt.Sprintf("ip -d link show %s: nf_call_* on", n.Bridge)},
+				Fix:      "kvmnet apply -f host.yaml (or ip link set " + n.Bridge + " type bridge nf_call_iptables 0 nf_call_ip6tables 0 nf_call_arptables 0)"})
+		}
+	}
+	return append(out, checkBridgeNFGlobal(f)...)
+}
+
+func checkBridgeNFGlobal(f *Facts) []Finding {
 	var on, ev []string
 	for _, k := range plan.BridgeNFSysctls {
 		if v, have := f.Obs.Sysctls[k]; have {

@@ -105,6 +105,9 @@ func TestPlanted(t *testing.T) {
 				}
 			})
 		}, check: "br-netfilter", sev: doctor.Warning},
+		{name: "a kvmnet bridge's own switch on", plant: func(k *fake.Kernel) {
+			k.Edit(func(o *plan.Observed) { l := o.Links["kv-dev"]; l.BridgeNF = "on"; o.Links["kv-dev"] = l })
+		}, check: "br-netfilter", subject: "kv-dev", sev: doctor.Warning, inSummary: "its own nf_call_iptables"},
 		{name: "tap missing", plant: func(k *fake.Kernel) { k.Edit(func(o *plan.Observed) { delete(o.Links, "db1-0") }) },
 			check: "tap", subject: "db1-0", sev: doctor.Warning, inSummary: "is missing"},
 		{name: "tap MTU lower than the bridge", plant: func(k *fake.Kernel) {
