@@ -10,6 +10,8 @@ import (
 
 	"github.com/kvmnet/kvmnet/internal/api"
 	datapath "github.com/kvmnet/kvmnet/internal/backend"
+	"github.com/kvmnet/kvmnet/internal/baseline"
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/engine"
 	"github.com/kvmnet/kvmnet/internal/kernel"
 	"github.com/kvmnet/kvmnet/internal/model"
@@ -28,6 +30,9 @@ type backend interface {
 	Revisions(ctx context.Context) ([]store.Revision, error)
 	Revision(ctx context.Context, rev uint64) ([]byte, error)
 	Events(ctx context.Context, since uint64) ([]store.Event, error)
+	SaveBaseline(ctx context.Context, name string, data []byte) error
+	Baseline(ctx context.Context, name string) ([]byte, error)
+	Baselines(ctx context.Context) ([]string, error)
 	Close()
 }
 
@@ -89,6 +94,16 @@ func (l *local) Events(_ context.Context, since uint64) ([]store.Event, error) {
 	return l.eng.Store.Events(since)
 }
 
+func (l *local) SaveBaseline(_ context.Context, name string, data []byte) error {
+	return l.eng.Store.SaveBaseline(name, data)
+}
+
+func (l *local) Baseline(_ context.Context, name string) ([]byte, error) {
+	return l.eng.Store.Baseline(name)
+}
+
+func (l *local) Baselines(context.Context) ([]string, error) { return l.eng.Store.Baselines() }
+
 func (l *local) Close() {
 	l.eng.Store.Close()
 	l.closeKernel()
@@ -124,6 +139,12 @@ func (g *globals) openBackend(ctx context.Context) (backend, error) {
 	return &local{eng: eng, closeKernel: closeKernel, g: g}, nil
 }
 
+// hostReader is the kernel as doctor and baseline read it.
+type hostReader interface {
+	doctor.Kernel
+	baseline.Kernel
+}
+
 // deps are what the commands work on: the kernel and the backends besides
 // it. main uses realDeps; tests give a kernel in memory.
 type deps struct {
@@ -132,21 +153,32 @@ type deps struct {
 	openKernel func() (engine.Kernel, func(), error)
 	// backends are the backends besides linux, by name.
 	backends map[string]datapath.Backend
+	// openDoctor opens this namespace's kernel for `kvmnet doctor` and
+	// `kvmnet baseline`.
+	openDoctor func() (hostReader, func(), error)
 }
 
 // realDeps open the kernel of the namespace the process is in; this
 // kvmnet has no backend besides linux yet.
 func realDeps() deps {
 	return deps{openKernel: func() (engine.Kernel, func(), error) {
-		if os.Geteuid() != 0 {
-			return nil, nil, errors.New("kvmnet changes the kernel's network configuration and needs root (run it with sudo)")
-		}
-		host, err := kernel.Open()
-		if err != nil {
-			return nil, nil, err
-		}
-		return host, host.Close, nil
+		return openHost("kvmnet changes the kernel's network configuration")
+	}, openDoctor: func() (hostReader, func(), error) {
+		return openHost("kvmnet doctor reads the kernel's network configuration")
 	}}
+}
+
+// openHost opens the kernel of this namespace, as root only; what says
+// why root is needed.
+func openHost(what string) (*kernel.Host, func(), error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, errors.New(what + " and needs root (run it with sudo)")
+	}
+	host, err := kernel.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	return host, host.Close, nil
 }
 
 // openLocalEngine opens the store and the kernel of deps.

@@ -14,6 +14,15 @@ import (
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
+		// A command that ends with a code of its own (doctor) has
+		// printed what it found; only its own failure is an error.
+		var ec exitCode
+		if errors.As(err, &ec) {
+			if ec.err != nil {
+				fmt.Fprintln(os.Stderr, "kvmnet: "+ec.err.Error())
+			}
+			os.Exit(ec.code)
+		}
 		fmt.Fprintln(os.Stderr, "kvmnet: "+err.Error())
 		if store.IsCorrupt(err) || errors.As(err, new(damaged)) || errors.As(err, new(*engine.StateLostError)) {
 			os.Exit(exitDamaged)

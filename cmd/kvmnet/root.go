@@ -96,6 +96,6 @@ func newRootCmdWith(d deps) *cobra.Command {
 	pf.StringVar(&g.stateDir, "state-dir", "", "state directory (default /var/lib/kvmnet, or /var/lib/kvmnet/netns/NAME with --netns)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	pf.StringVar(&g.logFormat, "log-format", "", "log format: text or json (default: json under systemd, text otherwise)")
-	root.AddCommand(newPlanCmd(g), newApplyCmd(g), newDestroyCmd(g), newGetCmd(g), newForwardCmd(g), newVMCmd(g), newExportCmd(g), newHistoryCmd(g), newRollbackCmd(g), newEventsCmd(g), newConfirmCmd(g), newConfirmTimerCmd(g), newDaemonCmd(g), newDocsCmd(g), newBenchCmd(g), newLabCmd(g), newStoreCmd(g))
+	root.AddCommand(newPlanCmd(g), newApplyCmd(g), newDestroyCmd(g), newGetCmd(g), newForwardCmd(g), newVMCmd(g), newExportCmd(g), newHistoryCmd(g), newRollbackCmd(g), newEventsCmd(g), newConfirmCmd(g), newConfirmTimerCmd(g), newDaemonCmd(g), newDocsCmd(g), newBenchCmd(g), newLabCmd(g), newStoreCmd(g), newDoctorCmd(g), newBaselineCmd(g))
 	return root
 }

@@ -134,7 +134,8 @@ func newDestroyCmd(g *globals) *cobra.Command {
 		Short: "Remove everything kvmnet owns and put back the sysctls it changed",
 		Long: `Destroy deletes kvmnet's bridges and taps, frees adopted taps, deletes the
 nftables table inet kvmnet and puts back the sysctls kvmnet changed
-(ip_forward included). It touches nothing kvmnet did not create.`,
+(ip_forward, and those of host: conntrack:). It touches nothing kvmnet did
+not create.`,
 		Example: `  kvmnet destroy
   kvmnet --netns kvl-host destroy`,
 		Args: cobra.NoArgs,

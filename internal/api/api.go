@@ -98,7 +98,21 @@ type Backend interface {
 	Expire(ctx context.Context, id, reason string) (*plan.Plan, error)
 	// StoreCheck reads the whole state database and its backups.
 	StoreCheck() *store.Report
+	// SaveBaseline, Baseline and Baselines keep `kvmnet baseline`
+	// snapshots in the state database the daemon holds.
+	SaveBaseline(name string, data []byte) error
+	Baseline(name string) ([]byte, error)
+	Baselines() ([]string, error)
 }
+
+// BaselineBody carries one baseline snapshot (package baseline's JSON).
+type BaselineBody struct {
+	Data json.RawMessage `json:"data"`
+}
+
+// maxBaseline bounds a baseline's request body: a host with ten thousand
+// taps makes about 3 MB.
+const maxBaseline = 32 << 20
 
 // endpoint is one route of the API.
 type endpoint struct {
@@ -193,6 +207,23 @@ var endpoints = []endpoint{
 	}},
 	{"GET", "/v1/store/check", func(b Backend, r *http.Request) (any, error) {
 		return b.StoreCheck(), nil
+	}},
+	{"GET", "/v1/baselines", func(b Backend, r *http.Request) (any, error) {
+		return b.Baselines()
+	}},
+	{"GET", "/v1/baselines/{name}", func(b Backend, r *http.Request) (any, error) {
+		data, err := b.Baseline(r.PathValue("name"))
+		if store.IsNotFound(err) {
+			return nil, &Error{Status: http.StatusNotFound, ErrorBody: ErrorBody{CodeNotFound, err.Error()}}
+		}
+		return BaselineBody{Data: data}, err
+	}},
+	{"PUT", "/v1/baselines/{name}", func(b Backend, r *http.Request) (any, error) {
+		var body BaselineBody
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxBaseline)).Decode(&body); err != nil || len(body.Data) == 0 {
+			return nil, &Error{Status: http.StatusBadRequest, ErrorBody: ErrorBody{CodeBadRequest, "want {\"data\": SNAPSHOT}"}}
+		}
+		return struct{}{}, b.SaveBaseline(r.PathValue("name"), body.Data)
 	}},
 	{"POST", "/v1/forwards", addForward},
 	{"DELETE", "/v1/forwards", removeForward},

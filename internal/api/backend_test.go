@@ -24,10 +24,13 @@ import (
 // served is an engine behind the API, as the daemon serves one.
 type served struct{ *engine.Engine }
 
-func (s served) Revisions() ([]store.Revision, error)       { return s.Store.Revisions() }
-func (s served) Revision(rev uint64) ([]byte, error)        { return s.Store.Revision(rev) }
-func (s served) Events(since uint64) ([]store.Event, error) { return s.Store.Events(since) }
-func (s served) StoreCheck() *store.Report                  { return store.Inspect(s.Store.Path(), s.Store) }
+func (s served) Revisions() ([]store.Revision, error)        { return s.Store.Revisions() }
+func (s served) Revision(rev uint64) ([]byte, error)         { return s.Store.Revision(rev) }
+func (s served) Events(since uint64) ([]store.Event, error)  { return s.Store.Events(since) }
+func (s served) StoreCheck() *store.Report                   { return store.Inspect(s.Store.Path(), s.Store) }
+func (s served) SaveBaseline(name string, data []byte) error { return s.Store.SaveBaseline(name, data) }
+func (s served) Baseline(name string) ([]byte, error)        { return s.Store.Baseline(name) }
+func (s served) Baselines() ([]string, error)                { return s.Store.Baselines() }
 func (s served) ApplyConfirm(ctx context.Context, cfg *model.Config, doc []byte, w time.Duration, opt engine.ApplyOptions) (*plan.Plan, *store.Pending, error) {
 	return s.Engine.ApplyConfirm(ctx, cfg, doc, w, 0, opt)
 }

@@ -161,3 +161,21 @@ func (c *Client) Events(ctx context.Context, since uint64) ([]store.Event, error
 	var r []store.Event
 	return r, c.do(ctx, "GET", fmt.Sprintf("/v1/events?since=%d", since), nil, &r)
 }
+
+// SaveBaseline stores a baseline snapshot under name.
+func (c *Client) SaveBaseline(ctx context.Context, name string, data []byte) error {
+	return c.do(ctx, "PUT", "/v1/baselines/"+url.PathEscape(name), BaselineBody{Data: data}, &struct{}{})
+}
+
+// Baseline fetches baseline name.
+func (c *Client) Baseline(ctx context.Context, name string) ([]byte, error) {
+	var r BaselineBody
+	err := c.do(ctx, "GET", "/v1/baselines/"+url.PathEscape(name), nil, &r)
+	return r.Data, err
+}
+
+// Baselines lists the saved baselines.
+func (c *Client) Baselines(ctx context.Context) ([]string, error) {
+	var r []string
+	return r, c.do(ctx, "GET", "/v1/baselines", nil, &r)
+}

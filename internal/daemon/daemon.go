@@ -98,6 +98,10 @@ type Daemon struct {
 	// replaced whole (setConfig), never changed, so reading it takes no
 	// lock.
 	want atomic.Pointer[wanted]
+	// sysctls are the values the last reconcile's plan wanted
+	// (plan.Plan.Sysctls: ip_forward, host: conntrack:), read again every
+	// second for drift.
+	sysctls atomic.Pointer[map[string]string]
 
 	// mu guards the services: the DHCP and DNS servers, the host's DHCP
 	// clients, the snooper.
@@ -359,6 +363,7 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 		d.log.Error("reconcile failed", "trigger", why, "err", err)
 		return
 	}
+	d.sysctls.Store(&p.Sysctls)
 	if !p.Empty() {
 		d.log.Info("reconciled", "trigger", why, "actions", p.Summary())
 		for _, a := range p.Actions {
@@ -372,8 +377,16 @@ func (d *Daemon) converge(ctx context.Context, why string) {
 }
 
 // sysctlDrifted reports whether ip_forward is off while a NAT network
-// needs it on.
+// needs it on, or a sysctl the last reconcile set (conntrack's) has
+// another value now.
 func (d *Daemon) sysctlDrifted() bool {
+	if want := d.sysctls.Load(); want != nil {
+		for key, value := range *want {
+			if v, err := d.opt.Events.ReadSysctl(key); err == nil && v != value {
+				return true
+			}
+		}
+	}
 	need := false
 	for _, n := range d.wanted().cfg.Networks {
 		need = need || n.Mode == model.ModeNAT
@@ -441,6 +454,17 @@ func (d *Daemon) Destroy(ctx context.Context) (*plan.Plan, error) {
 	d.setConfig(&model.Config{})
 	return p, nil
 }
+
+// SaveBaseline implements api.Backend.
+func (d *Daemon) SaveBaseline(name string, data []byte) error {
+	return d.opt.Engine.Store.SaveBaseline(name, data)
+}
+
+// Baseline implements api.Backend.
+func (d *Daemon) Baseline(name string) ([]byte, error) { return d.opt.Engine.Store.Baseline(name) }
+
+// Baselines implements api.Backend.
+func (d *Daemon) Baselines() ([]string, error) { return d.opt.Engine.Store.Baselines() }
 
 // Revisions implements api.Backend.
 func (d *Daemon) Revisions() ([]store.Revision, error) { return d.opt.Engine.Store.Revisions() }

@@ -168,7 +168,8 @@ func (e *Engine) planObserved(ctx context.Context, cfg *model.Config, fresh bool
 	whole := cfg
 	cfg = e.linuxPart(cfg)
 	hosts := plan.NeedsHosts(cfg, orig) || (fresh && len(cfg.Networks) > 0)
-	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts, Features: plan.NeededFeatures(cfg)})
+	ctSysctls, memory := plan.ConntrackObserve(cfg, orig)
+	obs, err := e.Kernel.Observe(ctx, plan.ObserveOptions{Hosts: hosts, Features: plan.NeededFeatures(cfg), Sysctls: ctSysctls, Memory: memory})
 	if err != nil {
 		return nil, nil, err
 	}

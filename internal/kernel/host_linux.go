@@ -4,15 +4,20 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/kvmnet/kvmnet/internal/kernel/feature"
+	"io/fs"
 	"net/netip"
+	"os"
 	"runtime"
 
 	"github.com/vishvananda/netns"
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/baseline"
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/kernel/ct"
+	"github.com/kvmnet/kvmnet/internal/kernel/feature"
 	"github.com/kvmnet/kvmnet/internal/kernel/link"
 	"github.com/kvmnet/kvmnet/internal/kernel/nft"
 	"github.com/kvmnet/kvmnet/internal/kernel/snoop"
@@ -133,6 +138,25 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 			}
 			obs.Sysctls[k] = v
 		}
+		// Asked for, when they exist (conntrack's exist once
+		// nf_conntrack is loaded), with whether they can be written here.
+		for _, k := range opt.Sysctls {
+			v, err := h.Sysctl.Get(k)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			obs.Sysctls[k] = v
+			if w, err := h.Sysctl.Writable(k); err != nil {
+				return err
+			} else if !w {
+				if obs.ReadOnly == nil {
+					obs.ReadOnly = map[string]bool{}
+				}
+				obs.ReadOnly[k] = true
+			}
+		}
 		// Optional: only there when br_netfilter is loaded.
 		for _, k := range plan.BridgeNFSysctls {
 			if v, err := h.Sysctl.Get(k); err == nil {
@@ -143,6 +167,11 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	})
 	if err != nil {
 		return nil, err
+	}
+	if opt.Memory {
+		if obs.MemTotal, err = sysctl.MemTotal(); err != nil {
+			return nil, err
+		}
 	}
 	return obs, nil
 }
@@ -322,4 +351,82 @@ func (h *Host) LinkState(name string) (plan.Link, bool, error) {
 func (h *Host) DefaultGateway() (netip.Addr, error) {
 	_, gw, err := h.Link.DefaultRoute()
 	return gw, err
+}
+
+// ForeignChains implements doctor.Kernel.
+func (h *Host) ForeignChains(ctx context.Context, bridges []string) (c []doctor.Chain, err error) {
+	err = h.inNS("listing nftables chains", func() error {
+		c, err = h.NFT.ForeignChains(ctx, bridges)
+		return err
+	})
+	return c, err
+}
+
+// ConntrackStats implements doctor.Kernel: three small files of /proc,
+// never a dump of the table.
+func (h *Host) ConntrackStats() (s doctor.Conntrack, err error) {
+	err = h.inNS("reading conntrack statistics", func() error {
+		st, err := ct.ReadStats("/proc")
+		s = doctor.Conntrack{Loaded: st.Loaded, Count: st.Count, Max: st.Max, PerCPU: st.PerCPU}
+		return err
+	})
+	return s, err
+}
+
+// DeviceMissing implements doctor.Kernel: why the device node at path
+// cannot be opened for reading and writing, "" when it can.
+func (h *Host) DeviceMissing(path string) string {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err.Error()
+	}
+	f.Close()
+	return ""
+}
+
+// LinkStats implements baseline.Kernel.
+func (h *Host) LinkStats() (map[string]baseline.LinkStats, error) {
+	st, err := h.Link.Stats()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]baseline.LinkStats, len(st))
+	for name, s := range st {
+		out[name] = baseline.LinkStats(s)
+	}
+	return out, nil
+}
+
+// RuleCounters implements baseline.Kernel.
+func (h *Host) RuleCounters(ctx context.Context) (c map[string]uint64, err error) {
+	err = h.inNS("reading rule counters", func() error {
+		c, err = h.NFT.RuleCounters(ctx)
+		return err
+	})
+	return c, err
+}
+
+// EthtoolStats implements baseline.Kernel: `ethtool -S` of every link
+// that has driver counters (a veth, a NIC; a tap or a bridge has none).
+func (h *Host) EthtoolStats() (out map[string]map[string]uint64, err error) {
+	links, err := h.Link.List()
+	if err != nil {
+		return nil, err
+	}
+	out = map[string]map[string]uint64{}
+	err = h.inNS("reading ethtool statistics", func() error {
+		for _, l := range links {
+			st, err := link.EthtoolStats(l.Name)
+			if link.IsNotFound(err) {
+				continue // gone since the list
+			} else if err != nil {
+				return err
+			}
+			if len(st) > 0 {
+				out[l.Name] = st
+			}
+		}
+		return nil
+	})
+	return out, err
 }

@@ -24,7 +24,7 @@ import (
 // Keys each mapping accepts, in the order messages list them.
 var (
 	topKeys       = []string{"host", "networks", "vms"}
-	hostKeys      = []string{"fastpath"}
+	hostKeys      = []string{"fastpath", "conntrack"}
 	networkKeys   = []string{"name", "mode", "backend", "bridge", "mtu", "uplink", "hostAddress", "subnet", "gateway", "dhcp", "dns", "egress", "forwards", "fastpath", "vlans", "uplinkVlans", "egressVlan"}
 	dhcpKeys      = []string{"enabled", "range", "lease"}
 	dnsKeys       = []string{"enabled", "domain"}
@@ -515,6 +515,8 @@ func (d *decoder) config(body ast.Node) *Config {
 				switch key {
 				case "fastpath":
 					c.Host.Fastpath = d.boolean(p, v)
+				case "conntrack":
+					c.Host.Conntrack = d.conntrack(p, v)
 				}
 			})
 		case "networks":

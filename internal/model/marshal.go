@@ -12,9 +12,14 @@ import (
 // config means. Comments of the original file are not kept.
 func Marshal(c *Config) ([]byte, error) {
 	w := &writer{}
-	if c.Host.Fastpath {
+	if c.Host.Fastpath || c.Host.Conntrack != nil {
 		w.line(0, "host:")
+	}
+	if c.Host.Fastpath {
 		w.line(2, "fastpath: true")
+	}
+	if c.Host.Conntrack != nil {
+		w.conntrack(c.Host.Conntrack)
 	}
 	if len(c.Networks) > 0 {
 		w.line(0, "networks:")

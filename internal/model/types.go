@@ -171,6 +171,9 @@ type Host struct {
 	// Fastpath is the default of every nat network's fastpath:; a
 	// network's own fastpath: wins.
 	Fastpath bool `yaml:"fastpath"`
+	// Conntrack sizes the connection-tracking table and sets its
+	// timeouts (see conntrack.go); nil leaves the kernel's as they are.
+	Conntrack *Conntrack `yaml:"conntrack"`
 }
 
 // DHCP configures the embedded DHCPv4 server of a NAT network.

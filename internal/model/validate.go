@@ -23,6 +23,7 @@ import (
 // already reported there silence the checks that would only repeat them.
 func check(c *Config, bad, keyTrouble map[string]bool) []*Error {
 	k := &checker{c: c, pos: c.Positions, nets: map[string]int{}, vms: map[string]int{}, bad: bad, keyTrouble: keyTrouble}
+	k.conntrack()
 	for i := range c.Networks {
 		k.network(i)
 	}

@@ -68,6 +68,7 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	// Each concern plans into its own group of actions; the groups are
 	// composed below in the order above.
 	b.errs = append(b.errs, hostOverlaps(cfg, obs)...)
+	b.conntrack()
 	for i := range cfg.Networks {
 		if cfg.Networks[i].Mode == model.ModeBridged {
 			b.bridged(i)
@@ -333,6 +334,7 @@ func (b *builder) collect() {
 // what it was before kvmnet.
 func (b *builder) sysctls() {
 	if b.natNets > 0 {
+		b.wantSysctl(SysctlIPForward, "1")
 		if cur := b.obs.Sysctls[SysctlIPForward]; cur != "1" {
 			b.need = append(b.need, SetSysctl{Key: SysctlIPForward, Value: "1", Prev: cur})
 		}

@@ -87,6 +87,12 @@ type ObserveOptions struct {
 	// uplink back) need. A host with a full routing table pays for that
 	// dump on every reconcile otherwise.
 	Hosts bool
+	// Sysctls are sysctls to read beyond those every plan reads, when
+	// they exist (see ConntrackSysctls), with whether they can be written
+	// where kvmnet runs (Observed.ReadOnly).
+	Sysctls []string
+	// Memory asks for Observed.MemTotal (conntrack max: auto).
+	Memory bool
 	// Features are the kernel features to check (see Observed.Missing):
 	// only those a configuration needs (NeededFeatures), each checked once
 	// per process.
@@ -112,6 +118,12 @@ type Observed struct {
 	// Bridge is kvmnet's bridge-family table (port security).
 	Bridge  TableState
 	Sysctls map[string]string
+	// ReadOnly marks the sysctls of ObserveOptions.Sysctls that exist but
+	// cannot be written where kvmnet runs: the kernel makes some global
+	// to the machine, writable only from its initial network namespace.
+	ReadOnly map[string]bool
+	// MemTotal is the host's memory in bytes (when asked for).
+	MemTotal uint64
 	// Listeners are the host's listening TCP and bound UDP sockets.
 	Listeners []Listener
 	// Hosts is the layer-3 configuration of every link that has addresses
@@ -203,6 +215,12 @@ type Plan struct {
 	Actions []Action
 	// Warnings are things the user should know that do not stop the apply.
 	Warnings []string
+	// Notes explain values the planner chose (what conntrack max: auto
+	// came to, and from what); printed as comments.
+	Notes []string
+	// Sysctls are the values the plan wants, changed or not: the daemon
+	// reads them again to repair drift.
+	Sysctls map[string]string
 	// Waiting lists taps that are configured but do not exist yet; they are
 	// adopted when they appear (libvirt and qemu create their own).
 	Waiting []string
@@ -246,6 +264,9 @@ func (p *Plan) String() string {
 	}
 	for _, w := range p.Warnings {
 		fmt.Fprintf(&b, "# warning: %s\n", w)
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "# %s\n", n)
 	}
 	if p.Removal != nil {
 		fmt.Fprintf(&b, "# removes %s\n", p.Removal)

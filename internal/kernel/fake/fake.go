@@ -15,6 +15,7 @@ package fake
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"slices"
@@ -23,6 +24,8 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/kvmnet/kvmnet/internal/baseline"
+	"github.com/kvmnet/kvmnet/internal/doctor"
 	"github.com/kvmnet/kvmnet/internal/plan"
 )
 
@@ -45,7 +48,50 @@ type Kernel struct {
 	// Lacks are the features this kernel lacks, with the kernel's
 	// refusal, as Observe reports them when asked.
 	Lacks map[plan.Feature]string
+	// Foreign are the base chains of other tables ForeignChains returns;
+	// Conntrack what ConntrackStats returns; NoDevices the device nodes
+	// DeviceMissing reports missing, with why.
+	Foreign   []doctor.Chain
+	Conntrack doctor.Conntrack
+	NoDevices map[string]string
+	// Links, Ethtool and Rules are what LinkStats, EthtoolStats and
+	// RuleCounters return.
+	Links   map[string]baseline.LinkStats
+	Ethtool map[string]map[string]uint64
+	Rules   map[string]uint64
 }
+
+// EthtoolStats implements baseline.Kernel.
+func (k *Kernel) EthtoolStats() (map[string]map[string]uint64, error) {
+	out := make(map[string]map[string]uint64, len(k.Ethtool))
+	for name, m := range k.Ethtool {
+		out[name] = maps.Clone(m)
+	}
+	return out, nil
+}
+
+// LinkStats implements baseline.Kernel.
+func (k *Kernel) LinkStats() (map[string]baseline.LinkStats, error) { return maps.Clone(k.Links), nil }
+
+// RuleCounters implements baseline.Kernel.
+func (k *Kernel) RuleCounters(context.Context) (map[string]uint64, error) {
+	return maps.Clone(k.Rules), nil
+}
+
+// ForeignChains implements doctor.Kernel.
+func (k *Kernel) ForeignChains(context.Context, []string) ([]doctor.Chain, error) {
+	return slices.Clone(k.Foreign), nil
+}
+
+// ConntrackStats implements doctor.Kernel.
+func (k *Kernel) ConntrackStats() (doctor.Conntrack, error) {
+	c := k.Conntrack
+	c.PerCPU = maps.Clone(c.PerCPU)
+	return c, nil
+}
+
+// DeviceMissing implements doctor.Kernel.
+func (k *Kernel) DeviceMissing(path string) string { return k.NoDevices[path] }
 
 // New returns a fake kernel holding obs (copied). Links in obs.Hosts
 // hold the host's addresses and routes.
@@ -370,9 +416,16 @@ func (k *Kernel) Release(uplink string, u plan.Uplink) error {
 	})
 }
 
-// SetSysctl implements apply.Sysctls.
+// SetSysctl implements apply.Sysctls. A sysctl marked ReadOnly refuses,
+// as the kernel refuses a global one outside the initial namespace.
 func (k *Kernel) SetSysctl(key, value string) error {
-	return k.change(func(o *plan.Observed) error { o.Sysctls[key] = value; return nil })
+	return k.change(func(o *plan.Observed) error {
+		if o.ReadOnly[key] {
+			return fmt.Errorf("setting sysctl %s=%s: %w", key, value, fs.ErrPermission)
+		}
+		o.Sysctls[key] = value
+		return nil
+	})
 }
 
 // DeleteFlows implements apply.Conntrack; it records the flows.
@@ -493,7 +546,14 @@ func (k *Kernel) LinkState(name string) (plan.Link, bool, error) {
 }
 
 // DropCounters returns Drops.
-func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) { return k.Drops, nil }
+// The maps are copies, as the real kernel's answers are new each time.
+func (k *Kernel) DropCounters() (map[string]map[string]uint64, error) {
+	out := make(map[string]map[string]uint64, len(k.Drops))
+	for tap, m := range k.Drops {
+		out[tap] = maps.Clone(m)
+	}
+	return out, nil
+}
 
 // OffloadedFlows returns Offloaded for each of subnets.
 func (k *Kernel) OffloadedFlows(subnets []netip.Prefix) (map[netip.Prefix]int, error) {
@@ -516,6 +576,7 @@ func copyObserved(o *plan.Observed, hosts bool) plan.Observed {
 		c.Links[n] = l
 	}
 	c.Sysctls = maps.Clone(o.Sysctls)
+	c.ReadOnly = maps.Clone(o.ReadOnly)
 	c.Table, c.Bridge = copyTable(o.Table), copyTable(o.Bridge)
 	c.Listeners = slices.Clone(o.Listeners)
 	c.Hosts = nil

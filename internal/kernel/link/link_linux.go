@@ -651,3 +651,26 @@ func (h *Handle) Watch(done <-chan struct{}) (<-chan Event, error) {
 	}()
 	return out, nil
 }
+
+// Stats are one link's counters, as `ip -s link` shows them.
+type Stats struct {
+	RxPackets, TxPackets, RxErrors, TxErrors, RxDropped, TxDropped uint64
+}
+
+// Stats returns every link's counters from one link dump.
+func (h *Handle) Stats() (map[string]Stats, error) {
+	links, err := dump(h.nl.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("listing links: %w", err)
+	}
+	out := make(map[string]Stats, len(links))
+	for _, l := range links {
+		a := l.Attrs()
+		if s := a.Statistics; s != nil {
+			out[a.Name] = Stats{RxPackets: s.RxPackets, TxPackets: s.TxPackets, RxErrors: s.RxErrors, TxErrors: s.TxErrors, RxDropped: s.RxDropped, TxDropped: s.TxDropped}
+		} else {
+			out[a.Name] = Stats{}
+		}
+	}
+	return out, nil
+}

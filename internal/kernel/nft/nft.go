@@ -320,3 +320,43 @@ func (n *NFT) Restore(ctx context.Context, fam knftables.Family, snapshot string
 	}
 	return nil
 }
+
+// RuleCounters returns the packet counters of table inet kvmnet's rules
+// that have a comment and a counter, by "chain/comment"; nothing when the
+// table does not exist.
+func (n *NFT) RuleCounters(ctx context.Context) (map[string]uint64, error) {
+	out, err := n.ListJSON(ctx)
+	if err != nil || out == "" {
+		return map[string]uint64{}, err
+	}
+	return parseRuleCounters([]byte(out))
+}
+
+func parseRuleCounters(data []byte) (map[string]uint64, error) {
+	var doc struct {
+		Nftables []struct {
+			Rule *struct {
+				Chain   string                       `json:"chain"`
+				Comment string                       `json:"comment"`
+				Expr    []map[string]json.RawMessage `json:"expr"`
+			} `json:"rule"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("reading rule counters: %w", err)
+	}
+	counters := map[string]uint64{}
+	for _, o := range doc.Nftables {
+		r := o.Rule
+		if r == nil || r.Comment == "" {
+			continue
+		}
+		for _, e := range r.Expr {
+			var c struct{ Packets uint64 }
+			if raw, ok := e["counter"]; ok && json.Unmarshal(raw, &c) == nil {
+				counters[r.Chain+"/"+r.Comment] += c.Packets
+			}
+		}
+	}
+	return counters, nil
+}

@@ -39,3 +39,33 @@ func (s *Sysctl) Set(key, value string) error {
 	}
 	return nil
 }
+
+// Writable reports whether key can be written here. The kernel shows a
+// sysctl that is global to the machine as mode 0444 in every network
+// namespace but the initial one (nf_conntrack_max and _buckets on recent
+// kernels), and refuses writes to it even from root.
+func (s *Sysctl) Writable(key string) (bool, error) {
+	fi, err := os.Stat(s.path(key))
+	if err != nil {
+		return false, fmt.Errorf("reading sysctl %s: %w", key, err)
+	}
+	return fi.Mode().Perm()&0o222 != 0, nil
+}
+
+// MemTotal returns the machine's memory in bytes, from /proc/meminfo.
+func MemTotal() (uint64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, fmt.Errorf("reading memory size: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err != nil {
+				return 0, fmt.Errorf("reading memory size: %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("reading memory size: no MemTotal in /proc/meminfo")
+}
