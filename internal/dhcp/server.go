@@ -56,6 +56,9 @@ type Server struct {
 	// inflight counts running packet handlers, so Close can wait for them
 	// and nobody writes to the LeaseStore after Close returns.
 	inflight sync.WaitGroup
+	// waiting holds a token for each reply waiting for its write on a
+	// goroutine of its own (see handle).
+	waiting chan struct{}
 
 	// onACK runs before an ACK goes out (see OnACK).
 	onACK func(mac string)
@@ -123,6 +126,7 @@ func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
 		ownerSweepAt: ownerSweepMin,
 		declines:     map[string]*bucket{},
 		ignored:      map[Ignored]uint64{},
+		waiting:      make(chan struct{}, maxWaiting),
 	}
 	s.setConfig(cfg)
 	return s, nil
@@ -269,15 +273,50 @@ func (s *Server) handle(conn net.PacketConn, in Ingress, m *dhcpv4.DHCPv4) {
 	defer s.inflight.Done()
 
 	reply, w := s.reply(m, in)
-	if w != nil {
-		// Outside the lock: while this write waits for the disk, the
-		// requests that come in meanwhile are decided and join the
-		// next group commit.
-		if err := w.commit.Wait(); err != nil {
-			w.failed(s, err)
-			return
-		}
+	if w == nil {
+		s.send(conn, m, reply)
+		return
 	}
+	select {
+	case <-w.commit.Done():
+		s.finish(conn, m, reply, w)
+		return
+	default:
+	}
+	select {
+	case s.waiting <- struct{}{}:
+		// The reply waits for the disk on a goroutine of its own, so
+		// the listener's slot (see maxInflight) is free for the
+		// requests that come in meanwhile: those join the next group
+		// commit. Past maxWaiting, the slot is held, and the listener
+		// drops what it cannot take.
+		s.inflight.Add(1)
+		go func() {
+			defer func() { <-s.waiting; s.inflight.Done() }()
+			s.finish(conn, m, reply, w)
+		}()
+		return
+	default:
+	}
+	s.finish(conn, m, reply, w)
+}
+
+// maxWaiting bounds the replies waiting for their write to reach the disk.
+const maxWaiting = 4096
+
+// finish sends reply once its write w is on disk; none when the write
+// failed.
+func (s *Server) finish(conn net.PacketConn, m, reply *dhcpv4.DHCPv4, w *write) {
+	if err := w.commit.Wait(); err != nil {
+		w.failed(s, err)
+		return
+	}
+	s.send(conn, m, reply)
+}
+
+// send sends reply to m, if any. An ACK that grants an address first runs
+// onACK.
+func (s *Server) send(conn net.PacketConn, m, reply *dhcpv4.DHCPv4) {
 	if reply == nil {
 		return
 	}

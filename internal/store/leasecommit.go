@@ -37,6 +37,9 @@ func (c *LeaseCommit) Wait() error {
 	return c.err
 }
 
+// Done is closed once the group is on disk or failed (see Wait).
+func (c *LeaseCommit) Done() <-chan struct{} { return c.done }
+
 // DoneCommit is a LeaseCommit that has finished with err, for lease
 // stores that write at once (tests) and for changes refused before they
 // were queued.
