@@ -553,7 +553,7 @@ func TestSustainedRate(t *testing.T) {
 		{"a rate without a report", []PerfDHCP{run(250, 0), run(1000, 0), run(2000, 0)}, 250},
 		{"no runs", nil, 0},
 	} {
-		if got := sustainedRate(rates, c.runs); got != c.want {
+		if got := sustainedRate(rates, c.runs, PerfDHCP.Clean); got != c.want {
 			t.Errorf("%s: sustainedRate = %d, want %d", c.name, got, c.want)
 		}
 	}
@@ -695,5 +695,41 @@ func TestCompareBaseline(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "change against the baseline run (0 extra ports there, 1000 here)") {
 		t.Errorf("table lacks the baseline block:\n%s", b.String())
+	}
+}
+
+func TestDHCPNewClientTargets(t *testing.T) {
+	run := func(rate, drops int, p99 float64) PerfDHCP {
+		return PerfDHCP{Rate: rate, Seconds: 5, ExchangesPerSec: float64(rate),
+			Discover: Exchange{Sent: rate * 5, Received: rate * 5, P99Ms: p99 / 2},
+			Request:  Exchange{Sent: rate * 5, Received: rate * 5, Drops: drops, P99Ms: p99}}
+	}
+	rates := []int{250, 1000, 5000}
+	kv := DHCPServer{Server: ServerKvmnet, Clients: ClientsNew, Runs: []PerfDHCP{run(250, 0, 1), run(1000, 3, 2), run(5000, 40, 15)}}
+	dm := DHCPServer{Server: ServerDNSMasq, Clients: ClientsNew, Runs: []PerfDHCP{run(250, 2, 5), run(1000, 900, 300), run(5000, 20000, 900)}}
+	kv.Sustained1pct = sustainedRate(rates, kv.Runs, PerfDHCP.Within1pct)
+	dm.Sustained1pct = sustainedRate(rates, dm.Runs, PerfDHCP.Within1pct)
+	if kv.Sustained1pct != 5000 || dm.Sustained1pct != 250 {
+		t.Fatalf("sustained with < 1%% drops: kvmnet %d, dnsmasq %d; want 5000 and 250", kv.Sustained1pct, dm.Sustained1pct)
+	}
+	rep := &DHCPReport{Servers: []DHCPServer{kv, dm}}
+	ts := dhcpTargets(rep)
+	if len(ts) != 2 || !*ts[0].Met || !*ts[1].Met || !strings.Contains(ts[1].Got, "x20.0") {
+		t.Errorf("targets = %+v", ts)
+	}
+	// 1% dropped, or a p99 of 20 ms, is a miss.
+	for _, r := range []PerfDHCP{run(5000, 500, 15), run(5000, 0, 20)} {
+		if r.Within1pct() {
+			t.Errorf("run %+v counts as within 1%%", r)
+		}
+	}
+	// Both at zero is no ratio, and a dnsmasq at zero is none either.
+	rep.Servers[0].Sustained1pct, rep.Servers[1].Sustained1pct = 0, 0
+	if ts := dhcpTargets(rep); *ts[0].Met || *ts[1].Met || !strings.Contains(ts[1].Got, "neither") {
+		t.Errorf("targets when nothing is sustained = %+v", ts)
+	}
+	rep.Servers[0].Sustained1pct = 5000
+	if ts := dhcpTargets(rep); *ts[1].Met || !strings.Contains(ts[1].Got, "lower --rates") {
+		t.Errorf("ratio target when dnsmasq sustains nothing = %+v", ts[1])
 	}
 }

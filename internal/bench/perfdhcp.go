@@ -48,6 +48,17 @@ func (p PerfDHCP) Drops() int { return p.Discover.Drops + p.Request.Drops }
 // Clean reports a run with answers and without a single drop.
 func (p PerfDHCP) Clean() bool { return p.Drops() == 0 && p.Request.Received > 0 }
 
+// P99Ms is the higher of the two exchanges' p99.
+func (p PerfDHCP) P99Ms() float64 { return max(p.Discover.P99Ms, p.Request.P99Ms) }
+
+// Within1pct reports a run with answers, fewer than 1% of its DISCOVERs
+// and REQUESTs dropped and a p99 under 20 ms: the issue's measure for new
+// clients.
+func (p PerfDHCP) Within1pct() bool {
+	sent := p.Discover.Sent + p.Request.Sent
+	return p.Request.Received > 0 && sent > 0 && p.Drops()*100 < sent && p.P99Ms() > 0 && p.P99Ms() < 20
+}
+
 // ParsePerfDHCP reads the output of `perfdhcp -4 ... [-x t]` (Kea 2.2's
 // format): the "Statistics for" sections of DISCOVER-OFFER and
 // REQUEST-ACK, and, with -x t, their "Timestamps for packets" sections.

@@ -340,8 +340,22 @@ func (d *Daemon) loop(ctx context.Context) error {
 			}
 			d.requestConverge("nftables")
 		case done := <-d.bind:
+			// One converge binds every lease whose ACK waits by now:
+			// guests that boot together are bound together.
+			waiting := []chan struct{}{done}
+		binds:
+			for {
+				select {
+				case more := <-d.bind:
+					waiting = append(waiting, more)
+				default:
+					break binds
+				}
+			}
 			d.converge(ctx, "dhcp lease")
-			close(done)
+			for _, done := range waiting {
+				close(done)
+			}
 		case <-d.kick:
 			d.requestConverge("services")
 		case <-tick.C:

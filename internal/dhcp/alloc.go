@@ -37,8 +37,16 @@ type allocator struct {
 	reservedIP map[netip.Addr]string  // IP -> MAC
 	leases     map[string]store.Lease // by MAC; expired ones are kept
 	holder     map[netip.Addr]string  // IP -> MAC of leases
-	offers     map[string]offer       // by MAC
+	offers     map[string]offer       // by MAC; ended ones may stay
 	declined   map[netip.Addr]time.Time
+
+	// The index of the range, kept with every change to the maps above
+	// (refresh): pool has the free addresses; offerIP the MAC of each
+	// live offer by address; offerEnds and declineEnds when offers and
+	// declines end, so their addresses come back to the pool.
+	pool                   *poolIndex
+	offerIP                map[netip.Addr]string
+	offerEnds, declineEnds expiries
 }
 
 // newAllocator builds an allocator for a validated cfg with the persisted
@@ -51,6 +59,7 @@ func newAllocator(cfg Config, leases []store.Lease) (*allocator, []string) {
 		holder:   map[netip.Addr]string{},
 		offers:   map[string]offer{},
 		declined: map[netip.Addr]time.Time{},
+		offerIP:  map[netip.Addr]string{},
 	}
 	a.setConfig(cfg)
 	sorted := append([]store.Lease(nil), leases...)
@@ -67,7 +76,66 @@ func newAllocator(cfg Config, leases []store.Lease) (*allocator, []string) {
 		a.leases[l.MAC] = l
 		a.holder[l.IP] = l.MAC
 	}
+	a.reindex()
 	return a, stale
+}
+
+// reindex builds the index of the range from scratch.
+func (a *allocator) reindex() {
+	a.pool = newPoolIndex(a.cfg.RangeStart, a.cfg.RangeEnd)
+	for ip := a.cfg.RangeStart; ip.IsValid() && !a.cfg.RangeEnd.Less(ip); ip = ip.Next() {
+		a.refresh(ip)
+	}
+}
+
+// refresh sets the index's bit of ip from the maps.
+func (a *allocator) refresh(ip netip.Addr) {
+	_, held := a.holder[ip]
+	_, offered := a.offerIP[ip]
+	_, declined := a.declined[ip]
+	a.pool.set(ip, held || offered || declined || !a.inPool(ip))
+}
+
+// expire returns the addresses of offers and declines that ended at now
+// to the pool. The offers themselves stay: a client that took its time
+// may still REQUEST what it was offered, if nobody took it since.
+func (a *allocator) expire(now time.Time) {
+	for {
+		x, ok := a.offerEnds.pop(now)
+		if !ok {
+			break
+		}
+		if o := a.offers[x.mac]; o.ip == x.ip && now.Before(o.until) {
+			continue // offered again since, and a later entry ends it
+		}
+		if a.offerIP[x.ip] == x.mac {
+			delete(a.offerIP, x.ip)
+			a.refresh(x.ip)
+		}
+	}
+	for {
+		x, ok := a.declineEnds.pop(now)
+		if !ok {
+			break
+		}
+		if until, ok := a.declined[x.ip]; ok && !now.Before(until) {
+			delete(a.declined, x.ip)
+			a.refresh(x.ip)
+		}
+	}
+}
+
+// dropOffer forgets the offer of mac.
+func (a *allocator) dropOffer(mac string) {
+	o, ok := a.offers[mac]
+	if !ok {
+		return
+	}
+	delete(a.offers, mac)
+	if a.offerIP[o.ip] == mac {
+		delete(a.offerIP, o.ip)
+		a.refresh(o.ip)
+	}
 }
 
 // setConfig switches to a new validated config. Leases are kept even when
@@ -84,8 +152,13 @@ func (a *allocator) setConfig(cfg Config) {
 	for mac, o := range a.offers {
 		if r, ok := a.reserved[mac]; (ok && r.IP != o.ip) || (!ok && !a.inPool(o.ip)) || (a.reservedIP[o.ip] != "" && a.reservedIP[o.ip] != mac) {
 			delete(a.offers, mac)
+			if a.offerIP[o.ip] == mac {
+				delete(a.offerIP, o.ip)
+			}
 		}
 	}
+	// The range or the reservations may have changed.
+	a.reindex()
 }
 
 // inPool reports whether ip is one the pool may hand out to a client without
@@ -114,6 +187,7 @@ func (a *allocator) free(ip netip.Addr, mac string, now time.Time, reclaim bool)
 			return false
 		}
 		delete(a.declined, ip)
+		a.refresh(ip)
 	}
 	return a.usable(ip, mac, now, reclaim)
 }
@@ -124,8 +198,8 @@ func (a *allocator) usable(ip netip.Addr, mac string, now time.Time, reclaim boo
 	if !a.inPool(ip) {
 		return false
 	}
-	for m, o := range a.offers {
-		if m != mac && o.ip == ip && now.Before(o.until) {
+	if m, ok := a.offerIP[ip]; ok && m != mac {
+		if o := a.offers[m]; o.ip == ip && now.Before(o.until) {
 			return false
 		}
 	}
@@ -140,11 +214,19 @@ func (a *allocator) usable(ip netip.Addr, mac string, now time.Time, reclaim boo
 // discover picks the address to offer mac and sets it aside for offerHold.
 // requested is the address the client asked for (option 50), if any.
 func (a *allocator) discover(mac string, requested netip.Addr, now time.Time) (netip.Addr, error) {
+	a.expire(now)
 	ip, err := a.pick(mac, requested, now)
 	if err != nil {
 		return ip, err
 	}
-	a.offers[mac] = offer{ip: ip, until: now.Add(offerHold)}
+	if o, ok := a.offers[mac]; ok && o.ip != ip {
+		a.dropOffer(mac)
+	}
+	o := offer{ip: ip, until: now.Add(offerHold)}
+	a.offers[mac] = o
+	a.offerIP[ip] = mac
+	a.refresh(ip)
+	a.offerEnds.push(expiry{mac: mac, ip: ip, until: o.until})
 	return ip, nil
 }
 
@@ -167,10 +249,10 @@ func (a *allocator) pick(mac string, requested netip.Addr, now time.Time) (netip
 	if requested.IsValid() && a.free(requested, mac, now, false) {
 		return requested, nil
 	}
-	for ip := a.cfg.RangeStart; ip.IsValid() && !a.cfg.RangeEnd.Less(ip); ip = ip.Next() {
-		if a.free(ip, mac, now, false) {
-			return ip, nil
-		}
+	// The lowest address that was never leased, nor is offered or
+	// declined.
+	if ip, ok := a.pool.first(); ok && a.free(ip, mac, now, false) {
+		return ip, nil
 	}
 	// Nothing never-used is left: take the address whose lease expired the
 	// longest ago, as its owner is the least likely to come back.
@@ -211,6 +293,7 @@ func (a *allocator) pick(mac string, requested netip.Addr, now time.Time) (netip
 // address; others may have a pool address nobody else holds, or one they
 // were offered (which may be a reclaimed expired lease).
 func (a *allocator) canLease(mac string, ip netip.Addr, now time.Time) bool {
+	a.expire(now)
 	if r, ok := a.reserved[mac]; ok {
 		return ip == r.IP
 	}
@@ -249,27 +332,93 @@ func (a *allocator) lease(mac string, ip netip.Addr, hostname string, now time.T
 
 // commit records l and returns the MAC, if any, whose lease on the same
 // address it displaced (an expired lease reclaimed, or a lease on an address
-// since reserved for l.MAC); the caller deletes that record.
-func (a *allocator) commit(l store.Lease) (displaced string) {
+// since reserved for l.MAC); the caller deletes that record. The caller
+// also writes l, and should the write fail, hands back u to undo.
+func (a *allocator) commit(l store.Lease) (displaced string, u undo) {
+	u = undo{lease: l}
+	u.prev, u.hadPrev = a.leases[l.MAC]
+	u.offer, u.hadOffer = a.offers[l.MAC]
+	u.declined, u.wasDeclined = a.declined[l.IP]
 	if old, ok := a.leases[l.MAC]; ok && a.holder[old.IP] == l.MAC {
 		delete(a.holder, old.IP)
+		a.refresh(old.IP)
 	}
 	if m, ok := a.holder[l.IP]; ok && m != l.MAC {
+		u.displaced = a.leases[m]
 		delete(a.leases, m)
 		displaced = m
 	}
 	a.leases[l.MAC] = l
 	a.holder[l.IP] = l.MAC
-	delete(a.offers, l.MAC)
+	a.dropOffer(l.MAC)
 	delete(a.declined, l.IP)
-	return displaced
+	a.refresh(l.IP)
+	return displaced, u
+}
+
+// undo is what commit changed.
+type undo struct {
+	lease           store.Lease
+	prev, displaced store.Lease
+	hadPrev         bool
+	offer           offer
+	hadOffer        bool
+	declined        time.Time
+	wasDeclined     bool
+}
+
+// rollback puts back what commit changed, for a lease that could not be
+// written, unless the client has moved on since (its lease is another
+// now). The records commit replaced are still on disk, so memory and
+// disk agree again.
+func (a *allocator) rollback(u undo) {
+	l := u.lease
+	if a.leases[l.MAC] != l {
+		return
+	}
+	delete(a.leases, l.MAC)
+	if a.holder[l.IP] == l.MAC {
+		delete(a.holder, l.IP)
+	}
+	if d := u.displaced; d.IP.IsValid() {
+		if _, taken := a.leases[d.MAC]; !taken {
+			if _, held := a.holder[d.IP]; !held {
+				a.leases[d.MAC] = d
+				a.holder[d.IP] = d.MAC
+			}
+		}
+	}
+	if p := u.prev; u.hadPrev {
+		a.leases[l.MAC] = p
+		if _, held := a.holder[p.IP]; !held {
+			a.holder[p.IP] = l.MAC
+		}
+		a.refresh(p.IP)
+	}
+	if u.hadOffer {
+		if _, ok := a.offers[l.MAC]; !ok {
+			a.offers[l.MAC] = u.offer
+			if _, ok := a.offerIP[u.offer.ip]; !ok {
+				a.offerIP[u.offer.ip] = l.MAC
+			}
+			a.offerEnds.push(expiry{mac: l.MAC, ip: u.offer.ip, until: u.offer.until})
+			a.refresh(u.offer.ip)
+		}
+	}
+	if u.wasDeclined {
+		if _, ok := a.declined[l.IP]; !ok {
+			a.declined[l.IP] = u.declined
+			a.declineEnds.push(expiry{ip: l.IP, until: u.declined})
+		}
+	}
+	a.refresh(l.IP)
 }
 
 // release ends mac's lease on ip now (RFC 2131 4.3.4). The record stays, as
 // an expired lease, so the guest gets the same address back if it returns
 // before the pool needs it. It returns the updated lease to persist.
 func (a *allocator) release(mac string, ip netip.Addr, now time.Time) (store.Lease, bool) {
-	delete(a.offers, mac)
+	a.dropOffer(mac)
 	l, ok := a.leases[mac]
 	if !ok || l.IP != ip || l.Expired(now) {
 		return store.Lease{}, false
@@ -293,21 +442,22 @@ func (a *allocator) decline(mac string, ip netip.Addr, now time.Time) (declined,
 	if !offered && !leased {
 		return false, false
 	}
-	delete(a.offers, mac)
+	a.dropOffer(mac)
 	if _, ok := a.reservedIP[ip]; !ok {
 		a.declined[ip] = now.Add(declineHold)
+		a.declineEnds.push(expiry{ip: ip, until: now.Add(declineHold)})
 	}
-	if !leased {
-		return true, false
+	if leased {
+		delete(a.leases, mac)
+		delete(a.holder, ip)
 	}
-	delete(a.leases, mac)
-	delete(a.holder, ip)
-	return true, true
+	a.refresh(ip)
+	return true, leased
 }
 
 // forgetOffer drops mac's pending offer, when the client chose another
 // server.
-func (a *allocator) forgetOffer(mac string) { delete(a.offers, mac) }
+func (a *allocator) forgetOffer(mac string) { a.dropOffer(mac) }
 
 // all returns every lease record, expired ones included, sorted by IP.
 func (a *allocator) all() []store.Lease {

@@ -91,10 +91,11 @@ type Reservation struct {
 // LeaseStore persists leases so they survive a restart. *store.Store
 // satisfies it.
 type LeaseStore interface {
-	// PutLease creates or replaces the lease of l.MAC on l.Network.
-	PutLease(l store.Lease) error
-	// DeleteLease removes the lease of mac on network, if any.
-	DeleteLease(network, mac string) error
+	// QueueLeases queues changes to the leases, to be written in order
+	// and in one transaction with the changes queued with them; the
+	// result's Wait returns once they are on disk (see
+	// store.Store.QueueLeases).
+	QueueLeases(ops ...store.LeaseOp) *store.LeaseCommit
 	// Leases returns the leases of network.
 	Leases(network string) ([]store.Lease, error)
 }

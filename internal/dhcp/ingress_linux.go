@@ -62,6 +62,10 @@ var dropAll = []bpf.Instruction{bpf.RetConstant{Val: 0}}
 // are dropped, and clients ask again (every DHCP client retries).
 const maxInflight = 256
 
+// packetBuffer is the receive buffer of the packet socket the requests
+// are read from.
+const packetBuffer = 4 << 20
+
 // portCacheTTL bounds how long the listener trusts what it learned about
 // an interface index: a tap can be moved to another bridge.
 const portCacheTTL = 5 * time.Second
@@ -129,6 +133,14 @@ func listen(iface string) (l *listener, err error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ignoring outgoing frames on the packet socket: %w", err)
+	}
+	// A burst of requests that comes while the server waits for a CPU
+	// must queue in the kernel, not be dropped: the default buffer
+	// (net.core.rmem_default, about 200 KB) holds a few hundred frames,
+	// some 40 ms at 5,000 new clients a second. Without CAP_NET_ADMIN the
+	// size is capped at net.core.rmem_max, which is still no worse.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, packetBuffer); err != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, packetBuffer)
 	}
 	if err := snoop.AttachFilter(fd, requestFilter); err != nil {
 		unix.Close(fd)

@@ -56,6 +56,9 @@ type Server struct {
 	// inflight counts running packet handlers, so Close can wait for them
 	// and nobody writes to the LeaseStore after Close returns.
 	inflight sync.WaitGroup
+	// waiting holds a token for each reply waiting for its write on a
+	// goroutine of its own (see handle).
+	waiting chan struct{}
 
 	// onACK runs before an ACK goes out (see OnACK).
 	onACK func(mac string)
@@ -104,9 +107,13 @@ func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
 		}
 	}
 	alloc, stale := newAllocator(cfg, ok)
-	for _, mac := range stale {
-		if err := leases.DeleteLease(cfg.Network, mac); err != nil {
-			return nil, fmt.Errorf("deleting conflicting lease of %s on network %q: %w", mac, cfg.Network, err)
+	if len(stale) > 0 {
+		ops := make([]store.LeaseOp, len(stale))
+		for i, mac := range stale {
+			ops[i] = store.LeaseOp{Lease: store.Lease{Network: cfg.Network, MAC: mac}, Delete: true}
+		}
+		if err := leases.QueueLeases(ops...).Wait(); err != nil {
+			return nil, fmt.Errorf("deleting %d leases of network %q that conflict with others (first %s): %w", len(stale), cfg.Network, stale[0], err)
 		}
 	}
 	s := &Server{
@@ -119,6 +126,7 @@ func New(cfg Config, leases LeaseStore, log *slog.Logger) (*Server, error) {
 		ownerSweepAt: ownerSweepMin,
 		declines:     map[string]*bucket{},
 		ignored:      map[Ignored]uint64{},
+		waiting:      make(chan struct{}, maxWaiting),
 	}
 	s.setConfig(cfg)
 	return s, nil
@@ -264,7 +272,51 @@ func (s *Server) handle(conn net.PacketConn, in Ingress, m *dhcpv4.DHCPv4) {
 	s.mu.Unlock()
 	defer s.inflight.Done()
 
-	reply := s.reply(m, in)
+	reply, w := s.reply(m, in)
+	if w == nil {
+		s.send(conn, m, reply)
+		return
+	}
+	select {
+	case <-w.commit.Done():
+		s.finish(conn, m, reply, w)
+		return
+	default:
+	}
+	select {
+	case s.waiting <- struct{}{}:
+		// The reply waits for the disk on a goroutine of its own, so
+		// the listener's slot (see maxInflight) is free for the
+		// requests that come in meanwhile: those join the next group
+		// commit. Past maxWaiting, the slot is held, and the listener
+		// drops what it cannot take.
+		s.inflight.Add(1)
+		go func() {
+			defer func() { <-s.waiting; s.inflight.Done() }()
+			s.finish(conn, m, reply, w)
+		}()
+		return
+	default:
+	}
+	s.finish(conn, m, reply, w)
+}
+
+// maxWaiting bounds the replies waiting for their write to reach the disk.
+const maxWaiting = 4096
+
+// finish sends reply once its write w is on disk; none when the write
+// failed.
+func (s *Server) finish(conn net.PacketConn, m, reply *dhcpv4.DHCPv4, w *write) {
+	if err := w.commit.Wait(); err != nil {
+		w.failed(s, err)
+		return
+	}
+	s.send(conn, m, reply)
+}
+
+// send sends reply to m, if any. An ACK that grants an address first runs
+// onACK.
+func (s *Server) send(conn net.PacketConn, m, reply *dhcpv4.DHCPv4) {
 	if reply == nil {
 		return
 	}
@@ -277,44 +329,53 @@ func (s *Server) handle(conn net.PacketConn, in Ingress, m *dhcpv4.DHCPv4) {
 	}
 }
 
+// write is a change of leases on its way to disk, which the reply to the
+// request that made it waits for.
+type write struct {
+	commit *store.LeaseCommit
+	// failed runs when the write failed; the reply is not sent.
+	failed func(s *Server, err error)
+}
+
 // reply works out the answer to m, which came in through in, or nil for
-// none.
-func (s *Server) reply(m *dhcpv4.DHCPv4, in Ingress) *dhcpv4.DHCPv4 {
+// none, and the write of leases that must be on disk before it is sent,
+// if any.
+func (s *Server) reply(m *dhcpv4.DHCPv4, in Ingress) (*dhcpv4.DHCPv4, *write) {
 	// kvmnet only serves Ethernet guests directly on its bridge.
 	if m.OpCode != dhcpv4.OpcodeBootRequest || m.HWType != iana.HWTypeEthernet || len(m.ClientHWAddr) != 6 {
-		return nil
+		return nil, nil
 	}
 	mac := m.ClientHWAddr.String()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	if !s.forUs(in.Dst) {
-		return nil
+		return nil, nil
 	}
 	if why := s.admit(m, in, now); why != "" {
 		s.refuse(m, in, why, now)
-		return nil
+		return nil, nil
 	}
 	// RELEASE and DECLINE name the server they are meant for; another
 	// server's lease is none of our business.
 	if t := m.MessageType(); t == dhcpv4.MessageTypeRelease || t == dhcpv4.MessageTypeDecline {
 		if sid := addr4(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
-			return nil
+			return nil, nil
 		}
 	}
 	switch m.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		return s.discover(m, in, mac, now)
+		return s.discover(m, in, mac, now), nil
 	case dhcpv4.MessageTypeRequest:
 		return s.request(m, in, mac, now)
 	case dhcpv4.MessageTypeRelease:
-		s.release(m, in, mac, now)
+		return nil, s.release(m, in, mac, now)
 	case dhcpv4.MessageTypeDecline:
-		s.decline(m, in, mac, now)
+		return nil, s.decline(m, in, mac, now)
 	case dhcpv4.MessageTypeInform:
-		return s.inform(m)
+		return s.inform(m), nil
 	}
-	return nil
+	return nil, nil
 }
 
 func (s *Server) discover(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *dhcpv4.DHCPv4 {
@@ -334,11 +395,11 @@ func (s *Server) discover(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Tim
 	return s.build(m, dhcpv4.MessageTypeOffer, ip, mac)
 }
 
-func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *dhcpv4.DHCPv4 {
+func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) (*dhcpv4.DHCPv4, *write) {
 	if sid := addr4(m.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
 		// SELECTING state, and the client took another server's offer.
 		s.alloc.forgetOffer(mac)
-		return nil
+		return nil, nil
 	}
 	// SELECTING and INIT-REBOOT clients name the address in option 50;
 	// RENEWING and REBINDING ones have it in ciaddr (RFC 2131 4.3.2).
@@ -347,7 +408,7 @@ func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time
 		ip = addr4(m.ClientIPAddr)
 	}
 	if !ip.IsValid() {
-		return nil
+		return nil, nil
 	}
 	// We are the only DHCP server on our bridge, so we are authoritative:
 	// a client asking for an address it may not have is told so at once
@@ -355,21 +416,28 @@ func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time
 	// does.
 	if !s.alloc.canLease(mac, ip, now) {
 		s.log.Debug("dhcp nak", "mac", mac, "requested", ip)
-		return s.nak(m)
+		return s.nak(m), nil
 	}
+	// The lease is taken in memory at once, so requests decided while
+	// it is written see it, and written with the reclaimed record's
+	// removal, if any, in one group commit; the ACK waits for that commit.
 	l := s.alloc.lease(mac, ip, hostname(m), now)
-	if err := s.leases.PutLease(l); err != nil {
-		// No ACK for a lease we could not record: a restart would hand
-		// the address to someone else. The client retries.
-		s.log.Error("storing dhcp lease failed, not acknowledging", "mac", mac, "ip", ip, "err", err)
-		return nil
-	}
 	prev, had := s.alloc.leases[mac]
 	s.learn(mac, in, now)
-	if displaced := s.alloc.commit(l); displaced != "" {
-		if err := s.leases.DeleteLease(s.cfg.Network, displaced); err != nil {
-			s.log.Warn("deleting reclaimed dhcp lease failed", "mac", displaced, "ip", ip, "err", err)
-		}
+	displaced, u := s.alloc.commit(l)
+	ops := []store.LeaseOp{{Lease: l}}
+	if displaced != "" {
+		ops = append(ops, store.LeaseOp{Lease: store.Lease{Network: s.cfg.Network, MAC: displaced}, Delete: true})
+	}
+	w := &write{commit: s.leases.QueueLeases(ops...), failed: func(s *Server, err error) {
+		// No ACK for a lease we could not record: a restart would hand
+		// the address to someone else. The client retries.
+		s.log.Error("storing dhcp lease failed, not acknowledging (is the state dir's disk full or failing?)", "mac", mac, "ip", ip, "err", err)
+		s.mu.Lock()
+		s.alloc.rollback(u)
+		s.mu.Unlock()
+	}}
+	if displaced != "" {
 		s.log.Info("dhcp reclaimed address", "ip", ip, "from", displaced, "to", mac)
 	}
 	if !had || prev.IP != ip || prev.Expired(now) {
@@ -377,25 +445,25 @@ func (s *Server) request(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time
 	} else {
 		s.log.Debug("dhcp renew", "mac", mac, "ip", ip)
 	}
-	return s.build(m, dhcpv4.MessageTypeAck, ip, mac)
+	return s.build(m, dhcpv4.MessageTypeAck, ip, mac), w
 }
 
-func (s *Server) release(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) {
+func (s *Server) release(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *write {
 	l, ok := s.alloc.release(mac, addr4(m.ClientIPAddr), now)
 	if !ok {
 		s.refuse(m, in, ReasonNotHeld, now)
-		return
-	}
-	if err := s.leases.PutLease(l); err != nil {
-		s.log.Warn("storing released dhcp lease failed", "mac", mac, "ip", l.IP, "err", err)
+		return nil
 	}
 	s.log.Info("dhcp release", "mac", mac, "ip", l.IP)
+	return &write{commit: s.leases.QueueLeases(store.LeaseOp{Lease: l}), failed: func(s *Server, err error) {
+		s.log.Warn("storing released dhcp lease failed", "mac", mac, "ip", l.IP, "err", err)
+	}}
 }
 
-func (s *Server) decline(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) {
+func (s *Server) decline(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time) *write {
 	ip := addr4(m.RequestedIPAddress())
 	if !ip.IsValid() {
-		return
+		return nil
 	}
 	// Each port may decline a few addresses, then one per declineEvery:
 	// a guest that finds every address it is given taken is broken or
@@ -407,21 +475,22 @@ func (s *Server) decline(m *dhcpv4.DHCPv4, in Ingress, mac string, now time.Time
 	}
 	if !b.take(now) {
 		s.refuse(m, in, ReasonDeclineRate, now)
-		return
+		return nil
 	}
 	declined, removed := s.alloc.decline(mac, ip, now)
 	if !declined {
 		s.refuse(m, in, ReasonNotHeld, now)
-		return
-	}
-	if removed {
-		if err := s.leases.DeleteLease(s.cfg.Network, mac); err != nil {
-			s.log.Warn("deleting declined dhcp lease failed", "mac", mac, "ip", ip, "err", err)
-		}
+		return nil
 	}
 	// Someone on the bridge uses an address of ours without a lease: the
 	// admin should know.
 	s.log.Warn("dhcp decline: address already in use on the network", "mac", mac, "ip", ip, "held_for", declineHold)
+	if !removed {
+		return nil
+	}
+	return &write{commit: s.leases.QueueLeases(store.LeaseOp{Lease: store.Lease{Network: s.cfg.Network, MAC: mac}, Delete: true}), failed: func(s *Server, err error) {
+		s.log.Warn("deleting declined dhcp lease failed", "mac", mac, "ip", ip, "err", err)
+	}}
 }
 
 // inform answers a client that configured its address by itself and only

@@ -43,6 +43,28 @@ func (m *memStore) DeleteLease(network, mac string) error {
 	return nil
 }
 
+// QueueLeases writes ops at once, all or nothing.
+func (m *memStore) QueueLeases(ops ...store.LeaseOp) *store.LeaseCommit {
+	m.mu.Lock()
+	fail := m.fail
+	m.mu.Unlock()
+	if fail != nil {
+		for _, op := range ops {
+			if !op.Delete {
+				return store.DoneCommit(fail)
+			}
+		}
+	}
+	for _, op := range ops {
+		if op.Delete {
+			m.DeleteLease(op.Lease.Network, op.Lease.MAC)
+		} else {
+			m.PutLease(op.Lease)
+		}
+	}
+	return store.DoneCommit(nil)
+}
+
 func (m *memStore) Leases(network string) ([]store.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -42,32 +42,45 @@ func normalMAC(mac string) (string, error) {
 
 // PutLease creates or replaces the lease of l.MAC on l.Network.
 func (s *Store) PutLease(l Lease) error {
-	if l.Network == "" {
-		return fmt.Errorf("storing lease of %q: network name is empty", l.MAC)
-	}
-	mac, err := normalMAC(l.MAC)
+	mac, v, err := encodeLease(l)
 	if err != nil {
-		return fmt.Errorf("storing lease on network %q: %w", l.Network, err)
+		return err
 	}
-	if !l.IP.Is4() {
-		return fmt.Errorf("storing lease of %q on network %q: IP %q is not an IPv4 address", l.MAC, l.Network, l.IP)
-	}
-	l.MAC = mac
-	v, err := json.Marshal(l)
-	if err != nil {
-		return fmt.Errorf("encoding lease of %q on network %q: %w", mac, l.Network, err)
-	}
-	err = s.update(func(tx *bolt.Tx) error {
-		b, err := tx.Bucket(bucketLeases).CreateBucketIfNotExists([]byte(l.Network))
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(mac), v)
-	})
+	err = s.update(func(tx *bolt.Tx) error { return putLease(tx, l.Network, mac, v) })
 	if err != nil {
 		return fmt.Errorf("storing lease of %q on network %q: %w", mac, l.Network, err)
 	}
 	return nil
+}
+
+// encodeLease checks l and returns its key (the MAC in normal form) and
+// its record.
+func encodeLease(l Lease) (string, []byte, error) {
+	if l.Network == "" {
+		return "", nil, fmt.Errorf("storing lease of %q: network name is empty", l.MAC)
+	}
+	mac, err := normalMAC(l.MAC)
+	if err != nil {
+		return "", nil, fmt.Errorf("storing lease on network %q: %w", l.Network, err)
+	}
+	if !l.IP.Is4() {
+		return "", nil, fmt.Errorf("storing lease of %q on network %q: IP %q is not an IPv4 address", l.MAC, l.Network, l.IP)
+	}
+	l.MAC = mac
+	v, err := json.Marshal(l)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding lease of %q on network %q: %w", mac, l.Network, err)
+	}
+	return mac, v, nil
+}
+
+// putLease stores v as the lease of key (a normal MAC) on network in tx.
+func putLease(tx *bolt.Tx, network, key string, v []byte) error {
+	b, err := tx.Bucket(bucketLeases).CreateBucketIfNotExists([]byte(network))
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), v)
 }
 
 // DeleteLease removes the lease of mac on network. Deleting a lease that does
@@ -77,23 +90,26 @@ func (s *Store) DeleteLease(network, mac string) error {
 	if err != nil {
 		return fmt.Errorf("deleting lease on network %q: %w", network, err)
 	}
-	err = s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLeases).Bucket([]byte(network))
-		if b == nil {
-			return nil
-		}
-		if err := b.Delete([]byte(key)); err != nil {
-			return err
-		}
-		// Drop the bucket of a network with no leases left, so destroyed
-		// networks do not linger in the file.
-		if k, _ := b.Cursor().First(); k == nil {
-			return tx.Bucket(bucketLeases).DeleteBucket([]byte(network))
-		}
-		return nil
-	})
+	err = s.update(func(tx *bolt.Tx) error { return deleteLease(tx, network, key) })
 	if err != nil {
 		return fmt.Errorf("deleting lease of %q on network %q: %w", mac, network, err)
+	}
+	return nil
+}
+
+// deleteLease removes the lease of key (a normal MAC) on network in tx.
+func deleteLease(tx *bolt.Tx, network, key string) error {
+	b := tx.Bucket(bucketLeases).Bucket([]byte(network))
+	if b == nil {
+		return nil
+	}
+	if err := b.Delete([]byte(key)); err != nil {
+		return err
+	}
+	// Drop the bucket of a network with no leases left, so destroyed
+	// networks do not linger in the file.
+	if k, _ := b.Cursor().First(); k == nil {
+		return tx.Bucket(bucketLeases).DeleteBucket([]byte(network))
 	}
 	return nil
 }

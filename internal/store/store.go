@@ -87,6 +87,10 @@ type Store struct {
 	backupPending bool
 	backupRunning bool
 	backupDone    sync.WaitGroup
+
+	// leaseQ holds lease changes waiting for their group commit (see
+	// QueueLeases).
+	leaseQ leaseQueue
 }
 
 // BackupErr returns why the last backup could not be written, or nil. A
@@ -221,6 +225,7 @@ func (s *Store) Path() string { return s.path }
 
 // Close releases the database and its lock.
 func (s *Store) Close() error {
+	s.leaseQ.idle.Wait()
 	s.backupDone.Wait()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("closing state database %q: %w", s.path, err)
