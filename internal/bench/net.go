@@ -558,7 +558,9 @@ func (b *netBench) setupNATRecipe(ctx context.Context) (*pathRun, error) {
 		[]string{"-n", h, "addr", "add", recipeHostLAN + "/24", "dev", "eth0"},
 		[]string{"-n", h, "link", "set", "eth0", "up"},
 		[]string{"-n", h, "route", "add", "default", "via", lab.RouterLAN},
-		[]string{"-n", h, "link", "add", "br0", "type", "bridge"},
+		// The gateway's MAC is set, or it would follow its ports' (see
+		// kvmnet's plan.BridgeMAC).
+		[]string{"-n", h, "link", "add", "br0", "address", "02:00:0a:cb:00:01", "type", "bridge"},
 		[]string{"-n", h, "addr", "add", recipeGateway + "/24", "dev", "br0"},
 		[]string{"-n", h, "link", "set", "br0", "up"},
 		[]string{"link", "add", "g0", "netns", h, "type", "veth", "peer", "name", "eth0", "netns", g},

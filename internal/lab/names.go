@@ -58,7 +58,8 @@ const (
 
 // Names of the lab's own links: in the router, and the internet host's NIC.
 const (
-	lanBridge = "lan0"  // the LAN itself
+	lanBridge = "lan0" // the LAN itself
+	routerMAC = "02:00:ac:1e:00:01"
 	lanToInet = "inet0" // veth to the internet host's eth0
 	lanToHost = "host0" // veth to the KVM host's eth0, a port of lan0
 	inetNIC   = "eth0"

@@ -223,8 +223,11 @@ func (b *builder) addNamespaces(ctx context.Context) error {
 // through kvmnet's masquerade, the host's) source addresses.
 func (b *builder) buildRouter(ctx context.Context) error {
 	lan := b.ns(NodeLAN)
+	// The bridge's MAC is set: one nobody set is the lowest of its ports'
+	// and changes as ports join (the bench adds its own), and every LAN
+	// host's ARP entry for the router then points nowhere until renewed.
 	return b.ips(ctx,
-		[]string{"-n", lan, "link", "add", lanBridge, "type", "bridge"},
+		[]string{"-n", lan, "link", "add", lanBridge, "address", routerMAC, "type", "bridge"},
 		[]string{"-n", lan, "addr", "add", RouterLAN + prefixBits, "dev", lanBridge},
 		[]string{"-n", lan, "link", "set", lanBridge, "up"},
 	)

@@ -227,12 +227,16 @@ func (b *builder) nat(i int) {
 func (b *builder) natBridge(n *model.Network) {
 	gw := netip.PrefixFrom(n.Gateway, n.Subnet.Bits())
 	l, exists := b.obs.Links[n.Bridge]
+	mac := BridgeMAC(n.Name)
 	if !exists {
 		b.create = append(b.create,
-			AddBridge{Name: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name)},
+			AddBridge{Name: n.Bridge, MTU: n.MTU, Alias: BridgeAlias(n.Name), HWAddr: mac},
 			SetUp{Name: n.Bridge, Up: true})
 		b.addrAdd = append(b.addrAdd, AddAddr{Name: n.Bridge, Addr: gw})
 		return
+	}
+	if l.HWAddr != mac {
+		b.create = append(b.create, SetHWAddr{Name: n.Bridge, MAC: mac, Prev: l.HWAddr})
 	}
 	if n.MTU != 0 && l.MTU != n.MTU {
 		b.create = append(b.create, SetMTU{Name: n.Bridge, MTU: n.MTU, Prev: l.MTU})

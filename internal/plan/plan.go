@@ -161,6 +161,7 @@ const (
 	OpAddTap    Op = "add-tap"
 	OpSetMTU    Op = "set-mtu"
 	OpSetAlias  Op = "set-alias"
+	OpSetHWAddr Op = "set-hwaddr"
 	OpSetUp     Op = "set-up"
 	OpSetMaster Op = "set-master"
 	OpAddAddr   Op = "add-addr"
@@ -305,7 +306,7 @@ func (p *Plan) linuxSummary() string {
 	// The ops in the order a person reads a plan; an op not listed here
 	// (a new one) is counted after them, in the order it comes, never
 	// left out.
-	order := []Op{OpAddBridge, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
+	order := []Op{OpAddBridge, OpSetHWAddr, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
 	for _, a := range p.Actions {
 		if !slices.Contains(order, a.Op()) {
 			order = append(order, a.Op())

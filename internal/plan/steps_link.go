@@ -2,6 +2,7 @@ package plan
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 )
@@ -113,6 +114,29 @@ func (s SetMTU) Do(_ context.Context, k Kernel, _ Hooks) (Undo, error) {
 	return func() error { return k.SetMTU(s.Name, s.Prev) }, k.SetMTU(s.Name, s.MTU)
 }
 
+// BridgeMAC is the MAC of nat network network's bridge: fixed, so the
+// guests' gateway keeps its address. A bridge whose address nobody set
+// takes the lowest of its ports' MACs, so it changed whenever a VM with
+// a lower tap MAC joined, and every guest lost its gateway until its ARP
+// entry was renewed. Locally administered and unicast (02:...), from the
+// network's name, so it is the same on every host and after a rebuild.
+func BridgeMAC(network string) string {
+	h := sha256.Sum256([]byte("kvmnet bridge " + network))
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
+// SetHWAddr changes a link's MAC from Prev.
+type SetHWAddr struct {
+	Name, MAC, Prev string
+}
+
+func (s SetHWAddr) Op() Op         { return OpSetHWAddr }
+func (s SetHWAddr) Link() string   { return s.Name }
+func (s SetHWAddr) String() string { return fmt.Sprintf("ip link set %s address %s", s.Name, s.MAC) }
+func (s SetHWAddr) Do(_ context.Context, k Kernel, _ Hooks) (Undo, error) {
+	return func() error { return k.SetHWAddr(s.Name, s.Prev) }, k.SetHWAddr(s.Name, s.MAC)
+}
+
 // SetAlias changes a link's alias (kvmnet's mark) from Prev.
 type SetAlias struct {
 	Name, Alias, Prev string
@@ -212,8 +236,7 @@ func (s DelLink) Recreate(k Kernel, deleted map[string]bool) error {
 		return err
 	}
 	var errs []error
-	if l.Kind != "bridge" && l.HWAddr != "" {
-		// A bridge takes its ports' address; a tap keeps the one it had.
+	if l.HWAddr != "" {
 		errs = append(errs, k.SetHWAddr(l.Name, l.HWAddr))
 	}
 	if l.MTU != 0 && l.Kind != "bridge" {
