@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +97,16 @@ func pings(ns, addr string) bool {
 // vlanSetup makes the world, enters the host namespace and applies
 // vlanWorld through an engine on the real kernel.
 func vlanSetup(t *testing.T) (*vlanGuests, *kernel.Host, *Engine) {
+	w, host, e := vlanEngine(t)
+	if err := applyVLANDoc(t, e, vlanWorld); err != nil {
+		t.Fatal(err)
+	}
+	return w, host, e
+}
+
+// vlanEngine makes the world, enters the host namespace and returns an
+// engine on its kernel that has applied nothing yet.
+func vlanEngine(t *testing.T) (*vlanGuests, *kernel.Host, *Engine) {
 	w := newVLANWorld(t)
 	nstest.Enter(t, w.host)
 	host, err := kernel.Open()
@@ -103,11 +114,7 @@ func vlanSetup(t *testing.T) (*vlanGuests, *kernel.Host, *Engine) {
 		t.Fatal(err)
 	}
 	t.Cleanup(host.Close)
-	e := fakeEngine(t, host)
-	if err := applyVLANDoc(t, e, vlanWorld); err != nil {
-		t.Fatal(err)
-	}
-	return w, host, e
+	return w, host, fakeEngine(t, host)
 }
 
 func applyVLANDoc(t *testing.T, e *Engine, doc string) error {
@@ -178,9 +185,22 @@ func TestVLANTraffic(t *testing.T) {
 // and expects the echo request tagged with vlan id.
 func checkTag(t *testing.T, w *vlanGuests, guest, addr string, id int) {
 	t.Helper()
+	got := capture(t, w.lan, "lan0", "vlan and icmp", func() { pings(w.g[guest], addr) })
+	t.Logf("on the uplink: %s", got)
+	if want := fmt.Sprintf("vlan %d,", id); !strings.Contains(got, want) {
+		t.Errorf("%s's echo request on the uplink does not carry %q:\n%s", guest, want, got)
+	}
+}
+
+// capture runs tcpdump -e on iface in ns while do runs and returns what it
+// printed: the frames matching filter that crossed iface meanwhile. do
+// returns once its frames are sent (a ping that waited for its reply or
+// gave up), and tcpdump in immediate mode has printed them by then.
+func capture(t *testing.T, ns, iface, filter string, do func()) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := nstest.Command(ctx, w.lan, "tcpdump", "-i", "lan0", "-e", "-n", "-l", "-c", "1", "vlan and icmp")
+	cmd := nstest.Command(ctx, ns, "tcpdump", "-i", iface, "-e", "-n", "-l", "--immediate-mode", filter)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -198,15 +218,16 @@ func checkTag(t *testing.T, w *vlanGuests, guest, addr string, id int) {
 		for sc.Scan() {
 		}
 	}()
-	pings(w.g[guest], addr)
+	do()
+	// ip netns exec execs tcpdump: the signal reaches it.
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tcpdump: %v (%s)", err, stdout.String())
 	}
-	got := stdout.String()
-	t.Logf("on the uplink: %s", strings.TrimSpace(got))
-	if want := fmt.Sprintf("vlan %d,", id); !strings.Contains(got, want) {
-		t.Errorf("%s's echo request on the uplink does not carry %q:\n%s", guest, want, got)
-	}
+	// Interrupted, tcpdump ends its output with an empty line.
+	return strings.TrimSpace(stdout.String())
 }
 
 // TestVLANChangeRollsBack changes g1's VLAN (10 → 30) and turns g4 into a

@@ -30,7 +30,7 @@ var vlanStates = []struct{ name, doc string }{
 	{"access", vlanHost},
 	{"change-and-trunk", strings.NewReplacer(
 		"tap: web1-0, vlan: 10}", "tap: web1-0, vlan: 30}",
-		"tap: app1-0, vlan: 20}", "tap: app1-0, vlan: {tagged: [10, 20-22], untagged: 100}}").Replace(vlanHost)},
+		"tap: app1-0, vlan: 20}", "tap: app1-0, vlan: {tagged: [10, 20-22], untagged: 100}, security: {spoofguard: false}}").Replace(vlanHost)},
 	{"uplink-vlans-and-egress", strings.NewReplacer(
 		"vlans: true}", "vlans: true, uplinkVlans: [10, 20]}\n  - {name: dev, mode: nat, subnet: 192.168.100.0/24, egress: eth0, egressVlan: 200}").Replace(vlanHost)},
 	{"vlans-off", strings.NewReplacer(", vlans: true", "", ", vlan: 10", "", ", vlan: 20", "").Replace(vlanHost)},

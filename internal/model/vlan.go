@@ -43,6 +43,8 @@ func (d *decoder) vlanList(path string, n ast.Node) VLANList {
 		first, last, ok := parseVLANRange(s)
 		if !ok {
 			d.errorAt(v, p, "%q is not a VLAN id or range (%s; a range is FIRST-LAST with FIRST <= LAST, e.g. 20-30)", s, vlanRule)
+			// The list as a whole is unread: no check of what it holds.
+			d.bad[path] = true
 			return
 		}
 		l.Text = append(l.Text, s)
@@ -130,6 +132,13 @@ func (k *checker) ifaceVLANs(p string, in *Interface, n *Network) {
 	}
 	if v := in.VLAN; v != nil && !v.Access && v.Untagged == 0 && len(v.Tagged.IDs) == 0 && !k.quiet(p+".vlan") && !k.keyTrouble[p+".vlan"] {
 		k.errorf(p+".vlan", "no VLAN given; write vlan: 100 for an access port, or vlan: {tagged: [10, 20-30], untagged: 100} for a trunk")
+	}
+	// Port security checks a guest's frames against one MAC and the
+	// addresses of one interface, untagged: a trunk guest has an address
+	// per VLAN, which neither reservations nor DHCP snooping bind, and a
+	// protected port drops tagged frames (plan.bridgeRules, "vlan").
+	if v := in.VLAN; v != nil && len(v.Tagged.IDs) > 0 && in.Security.SpoofguardOn() && !k.bad[p+".security.spoofguard"] {
+		k.errorf(p+".vlan.tagged", "a trunk port carries tagged VLANs, which spoofguard cannot check (it binds one MAC and the addresses of one interface to untagged frames, and drops tagged ones); set security: {spoofguard: false} on this interface to accept its tagged traffic unchecked, or make it an access port (vlan: %d) and keep spoofguard", v.Tagged.IDs[0])
 	}
 }
 

@@ -16,8 +16,8 @@ vms:
   - name: web1
     interfaces:
       - {network: lan, mac: 52:54:00:00:00:10, vlan: 100}
-      - {network: lan, mac: 52:54:00:00:00:11, vlan: {tagged: [10, 20-22], untagged: 100}}
-      - {network: lan, mac: 52:54:00:00:00:12, vlan: {tagged: 30}}
+      - {network: lan, mac: 52:54:00:00:00:11, vlan: {tagged: [10, 20-22], untagged: 100}, security: {spoofguard: false}}
+      - {network: lan, mac: 52:54:00:00:00:12, vlan: {tagged: 30}, security: {spoofguard: false}}
       - {network: lan, mac: 52:54:00:00:00:13}
 `
 	c, err := Parse("host.yaml", []byte(file))

@@ -30,7 +30,7 @@ const (
 
 // DropReasons are the reasons port security drops a frame for; each has a
 // dynamic set drop_REASON whose elements (taps) carry a packet counter.
-var DropReasons = []string{"mac", "arp", "ip", "ipv6", "dhcp_server", "ra", "storm"}
+var DropReasons = []string{"mac", "arp", "ip", "ipv6", "dhcp_server", "ra", "storm", "vlan"}
 
 // DropSet is the counter set of a reason.
 func DropSet(reason string) string { return "drop_" + reason }
@@ -85,6 +85,14 @@ func DesiredBridgeRuleset(storms []StormClass) Ruleset {
 	// unicast TCP from its own MAC and address.
 	ch.Rules = append(ch.Rules,
 		Rule{`iifname != @sg_ports accept`, "unprotected"},
+		// A protected port is an untagged port (an access port, or a port
+		// of a bridge without VLANs; model refuses spoofguard on a trunk).
+		// The checks below see no further than an 802.1Q/802.1ad header
+		// (nft reads ether type as the tag's, and an inner tag hides the
+		// rest), so a tagged frame would pass them, or reach a VLAN the
+		// port is not on through a bridge that does not filter VLANs:
+		// tagged frames are dropped, before the fast path accepts any.
+		Rule{`ether type { 8021q, 8021ad } update @drop_vlan { iifname counter } drop`, "vlan"},
 		Rule{`ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 meta l4proto tcp iifname . ether saddr . ip saddr @sg_bind accept`, "bound-tcp"},
 	)
 	sort.Slice(storms, func(i, j int) bool { return stormKeys(storms[i]) < stormKeys(storms[j]) })
