@@ -34,6 +34,7 @@ var (
 	portVLANKeys  = []string{"untagged", "tagged"}
 	securityKeys  = []string{"spoofguard", "isolated", "maxConnections", "broadcastLimit"}
 	qosKeys       = []string{"egress", "ingress"}
+	shapeKeys     = []string{"rate", "ceil", "burst", "mode"}
 )
 
 // maxMergeDepth bounds how deep "<<" merges may nest; it also stops a
@@ -707,15 +708,36 @@ func (d *decoder) security(path string, n ast.Node) Security {
 
 func (d *decoder) qos(path string, n ast.Node) QoS {
 	var q QoS
-	d.mapping(path, n, "in qos", " like {egress: 100mbit, ingress: 100mbit}", qosKeys, func(key, p string, v ast.Node) {
+	d.mapping(path, n, "in qos", " like {egress: 100mbit, ingress: {rate: 100mbit, ceil: 200mbit}}", qosKeys, func(key, p string, v ast.Node) {
 		switch key {
 		case "egress":
-			q.Egress = d.str(p, v)
+			q.Egress = d.shape(p, v)
 		case "ingress":
-			q.Ingress = d.str(p, v)
+			q.Ingress = d.shape(p, v)
 		}
 	})
 	return q
+}
+
+// shape reads one direction of qos: a rate alone, or a mapping.
+func (d *decoder) shape(path string, n ast.Node) Shape {
+	if !isMapping(d.peek(n)) {
+		return Shape{Rate: d.str(path, n)}
+	}
+	var s Shape
+	d.mapping(path, n, "in a qos direction", " like {rate: 100mbit, ceil: 200mbit, burst: 256kb}", shapeKeys, func(key, p string, v ast.Node) {
+		switch key {
+		case "rate":
+			s.Rate = d.str(p, v)
+		case "ceil":
+			s.Ceil = d.str(p, v)
+		case "burst":
+			s.Burst = d.str(p, v)
+		case "mode":
+			s.Mode = d.str(p, v)
+		}
+	})
+	return s
 }
 
 // suggest returns ` (did you mean "x"?)` for a key close to one of keys, or

@@ -128,11 +128,11 @@ func TestParsedForms(t *testing.T) {
 	strict := Security{Spoofguard: ptr(true), Isolated: true, MaxConnections: 100000, BroadcastLimit: "100/second"}
 	wantIfaces := []Interface{{
 		Network: "edge", MAC: "02:00:00:00:00:01", IP: ip("10.20.0.10"), Tap: "proxy-0", CreateTap: true, Queues: 4, Owner: "qemu",
-		Security: strict, QoS: QoS{Egress: "1gbit", Ingress: "1.5gbit"}, HWAddr: "02:00:00:00:00:01",
+		Security: strict, QoS: QoS{Egress: Shape{Rate: "1gbit"}, Ingress: Shape{Rate: "1.5gbit"}}, HWAddr: "02:00:00:00:00:01",
 	}, {
 		// Merged from the first, with its own mac, ip and tap.
 		Network: "edge", MAC: "02:00:00:00:00:02", IP: ip("10.20.0.11"), Tap: "proxy-second", CreateTap: true, Queues: 4, Owner: "qemu",
-		Security: strict, QoS: QoS{Egress: "1gbit", Ingress: "1.5gbit"}, HWAddr: "02:00:00:00:00:02",
+		Security: strict, QoS: QoS{Egress: Shape{Rate: "1gbit"}, Ingress: Shape{Rate: "1.5gbit"}}, HWAddr: "02:00:00:00:00:02",
 	}}
 	if diff := cmp.Diff(wantIfaces, proxy.Interfaces, cmpConfig); diff != "" {
 		t.Errorf("proxy interfaces (-want +got):\n%s", diff)

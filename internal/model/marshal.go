@@ -192,10 +192,10 @@ func (w *writer) iface(in int, i *Interface) {
 		w.integer(in+2, "maxConnections", s.MaxConnections)
 		w.kv(in+2, "broadcastLimit", s.BroadcastLimit)
 	}
-	if i.QoS.Egress != "" || i.QoS.Ingress != "" {
+	if !i.QoS.Egress.IsZero() || !i.QoS.Ingress.IsZero() {
 		w.line(in, "qos:")
-		w.kv(in+2, "egress", i.QoS.Egress)
-		w.kv(in+2, "ingress", i.QoS.Ingress)
+		w.shape(in+2, "egress", i.QoS.Egress)
+		w.shape(in+2, "ingress", i.QoS.Ingress)
 	}
 	if v := i.VLAN; v != nil {
 		if v.Access {

@@ -318,14 +318,38 @@ type Security struct {
 // SpoofguardOn reports whether spoofguard applies (default on).
 func (s Security) SpoofguardOn() bool { return s.Spoofguard == nil || *s.Spoofguard }
 
-// QoS is per-port rate limiting, in tc rate syntax (100mbit, 1gbit; see
-// ParseRate). Empty means unlimited.
+// QoS is per-port traffic shaping, one Shape per direction, named from
+// the guest as libvirt and Incus name them. An empty Shape means
+// unlimited.
 type QoS struct {
 	// Egress limits what the guest sends.
-	Egress string `yaml:"egress"`
-	// Ingress limits what the guest receives.
-	Ingress string `yaml:"ingress"`
+	Egress Shape `yaml:"egress"`
+	// Ingress limits what the guest receives (shaped with htb on the
+	// tap, whose egress it is).
+	Ingress Shape `yaml:"ingress"`
 }
+
+// Shape is the limit of one direction, in tc syntax: `ingress: 100mbit`
+// (a rate alone) or `ingress: {rate: 100mbit, ceil: 200mbit, burst:
+// 256kb}`.
+type Shape struct {
+	// Rate is the guaranteed rate (see ParseRate).
+	Rate string `yaml:"rate"`
+	// Ceil is the rate the port may borrow up to; empty means Rate.
+	Ceil string `yaml:"ceil"`
+	// Burst is how many bytes may go at once above the rate (see
+	// ParseSize); empty lets kvmnet choose (see DefaultBurst).
+	Burst string `yaml:"burst"`
+	// Mode is "shape" (the default: queue and pace) or "police" (drop
+	// what is above the rate; egress only).
+	Mode string `yaml:"mode"`
+}
+
+// IsZero reports whether s sets nothing.
+func (s Shape) IsZero() bool { return s == Shape{} }
+
+// rateOnly reports whether s is written as a rate alone.
+func (s Shape) rateOnly() bool { return s.Ceil == "" && s.Burst == "" && s.Mode == "" }
 
 // Duration is a time.Duration written as "1h", "30m".
 type Duration struct{ time.Duration }

@@ -566,13 +566,7 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 			k.errorf(p+".security.broadcastLimit", "%v", err)
 		}
 	}
-	for _, q := range []struct{ key, v string }{{"egress", in.QoS.Egress}, {"ingress", in.QoS.Ingress}} {
-		if q.v != "" || k.pos.has(p+".qos."+q.key) {
-			if _, err := ParseRate(q.v); err != nil {
-				k.errorf(p+".qos."+q.key, "%v", err)
-			}
-		}
-	}
+	k.ifaceQoS(p, in.QoS)
 }
 
 // networkNames lists the defined networks for messages.

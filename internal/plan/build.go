@@ -461,7 +461,7 @@ func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]des
 // unsupportedPortSettings refuses per-port settings this version cannot
 // enforce, naming where they are.
 func unsupportedPortSettings(cfg *model.Config, p model.Port) error {
-	if qos := p.Iface.QoS; qos.Egress != "" || qos.Ingress != "" {
+	if qos := p.Iface.QoS; !qos.Egress.IsZero() || !qos.Ingress.IsZero() {
 		// The path is only worked out for the message: vmIndex is a scan.
 		path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
 		return cfg.Errorf(path+".qos", "vm %q: qos cannot be applied by this version of kvmnet; remove qos:", p.VM)
