@@ -104,12 +104,17 @@ func (h *Host) Observe(ctx context.Context, opt plan.ObserveOptions) (*plan.Obse
 	if err != nil {
 		return nil, err
 	}
+	htbs, err := h.Link.HTBs()
+	if err != nil {
+		return nil, err
+	}
 	obs := &plan.Observed{Links: make(map[string]plan.Link, len(links)), Sysctls: map[string]string{}}
 	for _, l := range links {
 		obs.Links[l.Name] = plan.Link{
 			Name: l.Name, Kind: l.Kind, Alias: l.Alias, Master: l.Master,
 			MTU: l.MTU, Up: l.Up, HWAddr: l.HWAddr, Addrs: l.Addrs, Isolated: l.Isolated,
 			VLANFiltering: l.VLANFiltering, VLANs: l.VLANs, VLANParent: l.VLANParent, VLANID: l.VLANID,
+			HTB: htbs[l.Index],
 		}
 	}
 	for name, l := range obs.Links {

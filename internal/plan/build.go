@@ -44,6 +44,10 @@ type desiredPort struct {
 	create   bool
 	spec     TapSpec
 	isolated bool
+	// qos is the port's shaping, qosPath where it is in the file (set
+	// only when qos is).
+	qos     model.QoS
+	qosPath string
 }
 
 // Build returns the actions that make obs match cfg. Errors that need the
@@ -54,6 +58,8 @@ type desiredPort struct {
 //  1. bridges are created and brought up: ports and addresses need them;
 //  2. taps kvmnet creates;
 //  3. ports are enslaved and brought up: they need their bridge;
+//     then their tc qdiscs (QoS), before the firewall lets traffic
+//     through;
 //  4. addresses are added before stale ones are deleted, so a bridge is
 //     never without its gateway while its prefix changes;
 //  5. sysctls that go back to their original values (ip_forward off) come
@@ -81,6 +87,9 @@ func Build(cfg *model.Config, obs *Observed, opt Options) (*Plan, error) {
 	}
 	b.ports()
 	b.shape()
+	if err := errors.Join(b.errs...); err != nil {
+		return nil, err
+	}
 	b.collect()
 	b.sysctls()
 	if err := b.tables(); err != nil {
@@ -442,31 +451,22 @@ func Egress(n *model.Network, defaultLink string, uplinkBridge map[string]string
 func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]desiredPort, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool) []error {
 	var errs []error
 	for _, port := range cfg.Ports(n.Name) {
-		if err := unsupportedPortSettings(cfg, port); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		want[port.Iface.Tap] = desiredPort{
+		dp := desiredPort{
 			tap: port.Iface.Tap, bridge: n.Bridge, vm: port.VM, create: port.Iface.CreateTap,
 			spec:     TapSpec{Queues: port.Iface.Queues, Owner: port.Iface.Owner},
 			isolated: port.Iface.Security.Isolated,
+			qos:      port.Iface.QoS,
 		}
+		if q := port.Iface.QoS; !q.Egress.IsZero() || !q.Ingress.IsZero() {
+			// The path is only worked out for messages: vmIndex is a scan.
+			dp.qosPath = fmt.Sprintf("vms[%d].interfaces[%d].qos", vmIndex(cfg, port.VM), port.Index)
+		}
+		want[port.Iface.Tap] = dp
 		if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errs
-}
-
-// unsupportedPortSettings refuses per-port settings this version cannot
-// enforce, naming where they are.
-func unsupportedPortSettings(cfg *model.Config, p model.Port) error {
-	if qos := p.Iface.QoS; !qos.Egress.IsZero() || !qos.Ingress.IsZero() {
-		// The path is only worked out for the message: vmIndex is a scan.
-		path := fmt.Sprintf("vms[%d].interfaces[%d]", vmIndex(cfg, p.VM), p.Index)
-		return cfg.Errorf(path+".qos", "vm %q: qos cannot be applied by this version of kvmnet; remove qos:", p.VM)
-	}
-	return nil
 }
 
 func vmIndex(cfg *model.Config, name string) int {

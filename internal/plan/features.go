@@ -20,6 +20,9 @@ func NeededFeatures(cfg *model.Config) []Feature {
 			add(f)
 		}
 	}
+	for _, f := range qosFeatures(cfg) {
+		add(f)
+	}
 	return fs
 }
 

@@ -19,6 +19,7 @@ type Kernel interface {
 	Nftables
 	Conntrack
 	VLANs
+	Tc
 }
 
 // Links are network devices: kvmnet's bridges and taps, and the ports of
@@ -75,6 +76,16 @@ type Conntrack interface {
 	// DeleteFlows cuts the tracked connections to flows, returning how
 	// many it cut.
 	DeleteFlows(flows []Flow) (int, error)
+}
+
+// Tc is traffic control: kvmnet's htb qdisc on a link (see HTB).
+type Tc interface {
+	// SetHTB makes h the link's root qdisc and its class, replacing the
+	// root qdisc the link had.
+	SetHTB(name string, h HTB) error
+	// DelHTB deletes kvmnet's root qdisc of a link; the kernel puts its
+	// default qdisc back.
+	DelHTB(name string) error
 }
 
 // Hooks let the caller persist what must survive a crash; steps call them

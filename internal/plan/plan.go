@@ -77,6 +77,9 @@ type Link struct {
 	// VLANParent and VLANID are those of an 802.1Q link (kind "vlan").
 	VLANParent string
 	VLANID     int
+	// HTB is kvmnet's shaping of the link's egress (traffic to the guest
+	// on a tap), nil when the link's root qdisc is not kvmnet's htb.
+	HTB *HTB
 }
 
 // ObserveOptions say what an observation needs beyond the links, tables
@@ -108,6 +111,12 @@ const (
 	FeatureBridgeVLAN Feature = "bridge VLAN filtering"
 	FeatureVLAN       Feature = "802.1Q VLAN interfaces"
 	FeatureFlowtable  Feature = "nftables flowtables"
+	// FeatureFqCodel is the fq_codel qdisc, the fair leaf under a port's
+	// htb class where the kernel has it.
+	FeatureFqCodel Feature = "the fq_codel qdisc"
+	// FeatureMirred is tc's mirred action, which redirects what a guest
+	// sends to an ifb device to be shaped there.
+	FeatureMirred Feature = "the tc mirred action"
 )
 
 // Observed is a fresh observation of the kernel.
@@ -178,6 +187,10 @@ const (
 	// OpBridgeNF turns a bridge's own nf_call_iptables, ip6tables and
 	// arptables off.
 	OpBridgeNF Op = "set-bridge-nf"
+	// OpSetHTB shapes a link's egress with kvmnet's htb; OpDelHTB takes
+	// it away.
+	OpSetHTB Op = "set-htb"
+	OpDelHTB Op = "del-htb"
 )
 
 // Flow names the connections of one revoked forward: original destination
@@ -306,7 +319,7 @@ func (p *Plan) linuxSummary() string {
 	// The ops in the order a person reads a plan; an op not listed here
 	// (a new one) is counted after them, in the order it comes, never
 	// left out.
-	order := []Op{OpAddBridge, OpSetHWAddr, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpNft, OpSysctl, OpDelLink, OpCtDelete}
+	order := []Op{OpAddBridge, OpSetHWAddr, OpBridgeNF, OpConvert, OpRelease, OpAddTap, OpSetAlias, OpSetMTU, OpSetUp, OpSetMaster, OpAddAddr, OpDelAddr, OpIsolate, OpSetHTB, OpDelHTB, OpNft, OpSysctl, OpDelLink, OpCtDelete}
 	for _, a := range p.Actions {
 		if !slices.Contains(order, a.Op()) {
 			order = append(order, a.Op())

@@ -87,6 +87,15 @@ var concerns = []struct {
 		{"on", file([]string{net(dev, ", fastpath: true")}, net(web1, ""))},
 		{"off-again", file([]string{net(dev, "")}, net(web1, ""))},
 	}},
+	{"qos", []struct{ name, doc string }{
+		{"rate", file([]string{net(dev, "")}, net(web1, ", qos: {ingress: 50mbit}"))},
+		{"ceil-and-burst", file([]string{net(dev, "")}, net(web1, ", qos: {ingress: {rate: 50mbit, ceil: 200mbit, burst: 256kb}}"),
+			"  - name: t1\n    interfaces: [{network: dev, mac: \"52:54:00:00:00:20\", tap: t1-0, createTap: true, qos: {ingress: 1gbit}}]\n")},
+		{"removed", file([]string{net(dev, "")}, net(web1, ""),
+			"  - name: t1\n    interfaces: [{network: dev, mac: \"52:54:00:00:00:20\", tap: t1-0, createTap: true, qos: {ingress: 1gbit}}]\n")},
+		{"back", file([]string{net(dev, "")}, net(web1, ", qos: {ingress: 50mbit}"))},
+		{"ports-leave", file([]string{net(dev, "")})},
+	}},
 	{"sysctls", []struct{ name, doc string }{
 		{"nat-needs-forwarding", file([]string{net(dev, "")})},
 		{"bridged-only-gives-it-back", file([]string{net(lan, "")})},

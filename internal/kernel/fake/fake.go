@@ -165,6 +165,7 @@ func (k *Kernel) Dump() string {
 			fmt.Fprintf(&b, " inet %s", a)
 		}
 		b.WriteString(dumpVLANs(l, k.obs.Links))
+		b.WriteString(dumpHTB(l))
 		b.WriteString("\n")
 	}
 	for _, key := range slices.Sorted(maps.Keys(k.obs.Sysctls)) {

@@ -26,13 +26,9 @@ func bridgeVLAN() error {
 // vlanLink makes an 802.1Q interface on a veth (CONFIG_VLAN_8021Q; the
 // kernel loads the 8021q module for it).
 func vlanLink() error {
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "kvprobe0"}, PeerName: "kvprobe1"}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("%w: a veth pair to put a VLAN on: %v", errNoScratch, err)
-	}
-	parent, err := netlink.LinkByName("kvprobe0")
+	parent, err := probeVeth("a VLAN")
 	if err != nil {
-		return fmt.Errorf("%w: %v", errNoScratch, err)
+		return err
 	}
 	v := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "kvprobe0.10", ParentIndex: parent.Attrs().Index}, VlanId: 10}
 	if err := netlink.LinkAdd(v); err != nil {
