@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 
@@ -28,20 +29,29 @@ func (h *Handle) SetHTB(name string, s plan.HTB) error {
 		return err
 	}
 	idx := l.Attrs().Index
-	q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: htbRoot})
-	q.Defcls = plan.TcClassMinor
-	if err := h.nl.QdiscReplace(q); err != nil {
-		return fmt.Errorf("adding htb qdisc to link %q: %w", name, err)
+	// htb cannot be changed in place (the kernel answers EINVAL to a
+	// replace of the same kind and handle): kvmnet's root is kept when
+	// there, and only its class changed.
+	qs, err := dump(func() ([]netlink.Qdisc, error) { return h.nl.QdiscList(l) })
+	if err != nil {
+		return fmt.Errorf("listing qdiscs of link %q: %w", name, err)
+	}
+	if !slices.ContainsFunc(qs, isHTBRoot) {
+		q := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: idx, Parent: netlink.HANDLE_ROOT, Handle: htbRoot})
+		q.Defcls = plan.TcClassMinor
+		if err := h.nl.QdiscReplace(q); err != nil {
+			return fmt.Errorf("adding htb qdisc to link %q: %w", name, err)
+		}
 	}
 	// NewHtbClass takes bits per second and a burst in bytes, and turns
 	// them into the kernel's bytes per second and ticks.
 	c := netlink.NewHtbClass(netlink.ClassAttrs{LinkIndex: idx, Parent: htbRoot, Handle: htbClass},
-		netlink.HtbClassAttrs{Rate: s.Rate, Ceil: s.Ceil, Buffer: uint32(s.Burst), Cbuffer: uint32(s.Burst)})
+		netlink.HtbClassAttrs{Rate: s.Rate, Ceil: s.Ceil, Buffer: uint32(s.Burst), Cbuffer: uint32(s.Burst), Quantum: quantum(s.Rate)})
 	if err := h.nl.ClassReplace(c); err != nil {
 		return fmt.Errorf("setting htb class of link %q to %s: %w", name, s, err)
 	}
 	if s.Leaf == "" {
-		return h.delLeaf(l)
+		return h.delLeaf(l, qs)
 	}
 	if s.Leaf != "fq_codel" {
 		return fmt.Errorf("link %q: leaf qdisc %q is not one kvmnet makes (want fq_codel)", name, s.Leaf)
@@ -53,12 +63,23 @@ func (h *Handle) SetHTB(name string, s plan.HTB) error {
 	return nil
 }
 
-// delLeaf deletes the qdisc under kvmnet's htb class of l, if any.
-func (h *Handle) delLeaf(l netlink.Link) error {
-	qs, err := dump(func() ([]netlink.Qdisc, error) { return h.nl.QdiscList(l) })
-	if err != nil {
-		return fmt.Errorf("listing qdiscs of link %q: %w", l.Attrs().Name, err)
-	}
+// quantum is the bytes the class sends per round: the kernel's default
+// (rate/10) is out of its range above 16 mbit and logs "quantum of class
+// is big" at every change, so it is kept between a frame and 200,000.
+// With one class per qdisc it decides no sharing.
+func quantum(rate uint64) uint32 {
+	return uint32(min(max(rate/8/10, 1514), 200000))
+}
+
+// isHTBRoot reports whether q is kvmnet's root htb.
+func isHTBRoot(q netlink.Qdisc) bool {
+	a := q.Attrs()
+	return a.Parent == netlink.HANDLE_ROOT && a.Handle == htbRoot && q.Type() == "htb"
+}
+
+// delLeaf deletes the qdisc under kvmnet's htb class of l, if any, from
+// qs, l's qdiscs.
+func (h *Handle) delLeaf(l netlink.Link, qs []netlink.Qdisc) error {
 	for _, q := range qs {
 		if q.Attrs().Parent == htbClass {
 			if err := h.nl.QdiscDel(q); err != nil && !IsNotFound(err) {
@@ -95,7 +116,7 @@ func (h *Handle) HTBs() (map[int]*plan.HTB, error) {
 	for _, q := range qs {
 		a := q.Attrs()
 		switch {
-		case a.Parent == netlink.HANDLE_ROOT && a.Handle == htbRoot && q.Type() == "htb":
+		case isHTBRoot(q):
 			out[a.LinkIndex] = &plan.HTB{}
 		case a.Parent == htbClass:
 			leaves[a.LinkIndex] = q.Type()
