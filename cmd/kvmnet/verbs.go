@@ -277,7 +277,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 			row(f.Network, f.Proto, f.Port, f.To, dash(strings.Join(f.From, ",")), dash(strings.Join(f.Listen, ",")), f.State, dash(f.RateLimit))
 		}
 	case "ports", "port":
-		row("TAP", "VM", "NETWORK", "MAC", "IP", "VLAN", "SPOOFGUARD", "ISOLATED", "DROPS")
+		row("TAP", "VM", "NETWORK", "MAC", "IP", "VLAN", "SPOOFGUARD", "ISOLATED", "INGRESS", "DROPS")
 		for _, p := range st.VMs {
 			var drops []string
 			for _, r := range plan.DropReasons {
@@ -285,7 +285,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 					drops = append(drops, fmt.Sprintf("%s=%d", r, n))
 				}
 			}
-			row(p.Tap, p.VM, p.Network, p.MAC, dash(p.IP), dash(p.VLAN), onOff(p.Spoofguard), onOff(p.Isolated), dash(strings.Join(drops, " ")))
+			row(p.Tap, p.VM, p.Network, p.MAC, dash(p.IP), dash(p.VLAN), onOff(p.Spoofguard), onOff(p.Isolated), dash(p.Ingress), dash(strings.Join(drops, " ")))
 		}
 	case "vms", "vm":
 		row("VM", "NETWORK", "TAP", "MAC", "IP", "STATE", "LEASE")

@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/kvmnet/kvmnet/internal/model"
 )
 
 const qosStatesHost = `
@@ -31,3 +36,29 @@ func TestQoSStates(t *testing.T) { checkStates(t, fakeHost(), qosStates, "qos-")
 // TestQoSRollbackAtEveryStep fails each kernel call of each qos
 // transition in turn: the fake is as before every time.
 func TestQoSRollbackAtEveryStep(t *testing.T) { rollbackAtEveryStep(t, fakeHost(), qosStates) }
+
+// TestQoSStatus: `kvmnet get ports` shows each port's shaping to the
+// guest as the kernel has it.
+func TestQoSStatus(t *testing.T) {
+	ctx := context.Background()
+	e := fakeEngine(t, fakeHost())
+	cfg, err := model.Parse("host.yaml", []byte(qosStatesHost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Apply(ctx, cfg, []byte(qosStatesHost), ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range st.VMs {
+		got[p.Tap] = p.Ingress
+	}
+	want := map[string]string{"web1-0": "50mbit/50mbit", "t1-0": "100mbit/1gbit"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ingress by tap (-want +got):\n%s", diff)
+	}
+}

@@ -66,6 +66,9 @@ type PortStatus struct {
 	// VLAN is the port's VLANs as the kernel has them, on a VLAN-aware
 	// bridge: "100" (access), "10,20-22 native 100" (trunk).
 	VLAN string `json:"vlan,omitempty"`
+	// Ingress is the shaping of traffic to the guest as the kernel has
+	// it on the tap, rate and ceil: "50mbit/200mbit"; "" for none.
+	Ingress string `json:"ingress,omitempty"`
 	// Drops counts frames port security dropped, by reason.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
@@ -217,6 +220,9 @@ func BuildStatus(cfg *model.Config, rev uint64, obs *plan.Observed, leases []sto
 					if obs.Links[n.Bridge].VLANFiltering {
 						ps.VLAN = plan.FormatVLANs(l.VLANs)
 					}
+				}
+				if h := l.HTB; h != nil {
+					ps.Ingress = plan.FormatRate(h.Rate) + "/" + plan.FormatRate(h.Ceil)
 				}
 			}
 			if l, ok := active[n.Name+"/"+p.Iface.HWAddr]; ok {
