@@ -280,7 +280,7 @@ func printStatus(w io.Writer, st *engine.Status, what, format string) error {
 		row("TAP", "VM", "NETWORK", "MAC", "IP", "VLAN", "SPOOFGUARD", "ISOLATED", "INGRESS", "DROPS")
 		for _, p := range st.VMs {
 			var drops []string
-			for _, r := range plan.DropReasons {
+			for _, r := range plan.PortDropReasons {
 				if n := p.Drops[r]; n > 0 {
 					drops = append(drops, fmt.Sprintf("%s=%d", r, n))
 				}

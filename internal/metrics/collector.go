@@ -233,7 +233,7 @@ func nftSource(drops RuleDropsFunc) source {
 // counter reset.
 func portSecuritySource(drops PortSecurityDropsFunc) source {
 	desc := prometheus.NewDesc(namespace+"_port_security_drops_total",
-		"Frames from a VM's tap dropped by port security, by tap and reason (mac, arp, ip, ipv6, dhcp_server, ra, storm, vlan). Resets when the table is rebuilt.",
+		"Frames from a VM's tap dropped by port security, by tap and reason (mac, arp, ip, ipv6, dhcp_server, ra, storm, vlan, new_connections). Resets when the table is rebuilt.",
 		[]string{"interface", "reason"}, nil)
 	return source{
 		name:  collectorPortSec,

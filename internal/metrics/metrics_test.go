@@ -255,7 +255,7 @@ kvmnet_nft_drop_packets_total{rule="forward-from-drop"} 0
 kvmnet_nft_drop_packets_total{rule="guest-to-host-drop"} 3
 kvmnet_nft_drop_packets_total{rule="into-nat-drop"} 2
 kvmnet_nft_drop_packets_total{rule="nat-elsewhere-drop"} 0
-# HELP kvmnet_port_security_drops_total Frames from a VM's tap dropped by port security, by tap and reason (mac, arp, ip, ipv6, dhcp_server, ra, storm, vlan). Resets when the table is rebuilt.
+# HELP kvmnet_port_security_drops_total Frames from a VM's tap dropped by port security, by tap and reason (mac, arp, ip, ipv6, dhcp_server, ra, storm, vlan, new_connections). Resets when the table is rebuilt.
 # TYPE kvmnet_port_security_drops_total counter
 kvmnet_port_security_drops_total{interface="db1-0",reason="arp"} 1
 kvmnet_port_security_drops_total{interface="web1-0",reason="ip"} 5

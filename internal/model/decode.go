@@ -32,7 +32,7 @@ var (
 	vmKeys        = []string{"name", "interfaces"}
 	interfaceKeys = []string{"network", "mac", "ip", "tap", "createTap", "queues", "owner", "security", "qos", "vlan"}
 	portVLANKeys  = []string{"untagged", "tagged"}
-	securityKeys  = []string{"spoofguard", "isolated", "maxConnections", "broadcastLimit"}
+	securityKeys  = []string{"spoofguard", "isolated", "maxConnections", "broadcastLimit", "newConnections"}
 	qosKeys       = []string{"egress", "ingress"}
 	shapeKeys     = []string{"rate", "ceil", "burst", "mode"}
 )
@@ -701,6 +701,8 @@ func (d *decoder) security(path string, n ast.Node) Security {
 			s.MaxConnections = d.integer(p, v, "4096")
 		case "broadcastLimit":
 			s.BroadcastLimit = d.str(p, v)
+		case "newConnections":
+			s.NewConnections = d.str(p, v)
 		}
 	})
 	return s

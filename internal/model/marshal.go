@@ -183,7 +183,7 @@ func (w *writer) iface(in int, i *Interface) {
 	w.integer(in, "queues", i.Queues)
 	w.kv(in, "owner", i.Owner)
 	s := i.Security
-	if s.Spoofguard != nil || s.Isolated || s.MaxConnections != 0 || s.BroadcastLimit != "" {
+	if s.Spoofguard != nil || s.Isolated || s.MaxConnections != 0 || s.BroadcastLimit != "" || s.NewConnections != "" {
 		w.line(in, "security:")
 		w.boolean(in+2, "spoofguard", s.Spoofguard)
 		if s.Isolated {
@@ -191,6 +191,7 @@ func (w *writer) iface(in int, i *Interface) {
 		}
 		w.integer(in+2, "maxConnections", s.MaxConnections)
 		w.kv(in+2, "broadcastLimit", s.BroadcastLimit)
+		w.kv(in+2, "newConnections", s.NewConnections)
 	}
 	if !i.QoS.Egress.IsZero() || !i.QoS.Ingress.IsZero() {
 		w.line(in, "qos:")

@@ -313,6 +313,12 @@ type Security struct {
 	// BroadcastLimit caps broadcast frames from the port, e.g. "100/second"
 	// (see ParseRateLimit). Empty means no cap.
 	BroadcastLimit string `yaml:"broadcastLimit"`
+	// NewConnections caps the new connections (conntrack entries) the port
+	// opens through the host, per address, e.g. "200/second" (see
+	// ParseRateLimit): under its MaxConnections cap a guest can still
+	// fill the host's conntrack table with closed connections waiting out
+	// their timeout. Empty means no cap.
+	NewConnections string `yaml:"newConnections"`
 }
 
 // SpoofguardOn reports whether spoofguard applies (default on).

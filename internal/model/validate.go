@@ -561,9 +561,11 @@ func (k *checker) iface(vmi, i int, nameOK bool) {
 	if s.MaxConnections < 0 {
 		k.errorf(p+".security.maxConnections", "%q is negative (want 0 for no limit, or a positive count, e.g. 4096)", k.pos.text(p+".security.maxConnections", fmt.Sprint(s.MaxConnections)))
 	}
-	if s.BroadcastLimit != "" || k.pos.has(p+".security.broadcastLimit") {
-		if _, _, err := ParseRateLimit(s.BroadcastLimit); err != nil {
-			k.errorf(p+".security.broadcastLimit", "%v", err)
+	for _, l := range []struct{ key, v string }{{"broadcastLimit", s.BroadcastLimit}, {"newConnections", s.NewConnections}} {
+		if l.v != "" || k.pos.has(p+".security."+l.key) {
+			if _, _, err := ParseRateLimit(l.v); err != nil {
+				k.errorf(p+".security."+l.key, "%v", err)
+			}
 		}
 	}
 	k.ifaceQoS(p, in.QoS)

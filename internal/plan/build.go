@@ -135,6 +135,7 @@ type builder struct {
 	classes       map[RateClass]bool
 	storms        map[StormClass]bool
 	connLimits    map[int]bool
+	newConns      map[NewConnClass]bool
 	// fastDevices are the flowtable's devices (see fastpath), fastRefused
 	// the places of fastpath: refused already.
 	fastDevices, fastRefused []string
@@ -146,7 +147,8 @@ func newBuilder(cfg *model.Config, obs *Observed, opt Options) *builder {
 		wantBridges: map[string]bool{}, wantUplinks: map[string]bool{}, wantPorts: map[string]desiredPort{},
 		wantVLANLinks: map[string]bool{},
 		elems:         Elements{}, belems: Elements{},
-		classes: map[RateClass]bool{}, storms: map[StormClass]bool{}, connLimits: map[int]bool{}}
+		classes: map[RateClass]bool{}, storms: map[StormClass]bool{}, connLimits: map[int]bool{},
+		newConns: map[NewConnClass]bool{}}
 	b.defaultLink = obs.DefaultRouteLink
 	if b.defaultLink == "" {
 		b.defaultLink = defaultAfterConversion(cfg, obs, b.uplinks)
@@ -168,7 +170,7 @@ func (b *builder) bridged(i int) {
 	b.wantBridges[n.Bridge] = true
 	b.wantUplinks[n.Uplink] = true
 	b.bridgeVLANs(i)
-	b.errs = append(b.errs, ports(b.cfg, n, b.opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
+	b.errs = append(b.errs, ports(b.cfg, n, b.opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits, b.newConns)...)
 }
 
 // nat plans nat network i: its egress, its bridge and gateway address,
@@ -215,7 +217,7 @@ func (b *builder) nat(i int) {
 	}
 	b.wantBridges[n.Bridge] = true
 	b.natBridge(n)
-	b.errs = append(b.errs, ports(cfg, n, opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits)...)
+	b.errs = append(b.errs, ports(cfg, n, opt, b.wantPorts, b.elems, b.belems, b.storms, b.connLimits, b.newConns)...)
 	subnet := n.Subnet.Masked().String()
 	b.elems[SetNATIfs] = append(b.elems[SetNATIfs], NewElement(n.Bridge))
 	b.elems[SetNATSame] = append(b.elems[SetNATSame], NewElement(n.Bridge, n.Bridge))
@@ -374,7 +376,11 @@ func (b *builder) tables() error {
 	for c := range b.storms {
 		sc = append(sc, c)
 	}
-	rs := DesiredRuleset(rc, cl).withFastpath(b.fastDevices)
+	var nc []NewConnClass
+	for c := range b.newConns {
+		nc = append(nc, c)
+	}
+	rs := DesiredRuleset(rc, cl, nc).withFastpath(b.fastDevices)
 	// The bridge table first: guests are checked before they are routed.
 	if ch := nftChange(&b.obs.Bridge, b.belems, len(b.wantBridges) > 0, DesiredBridgeRuleset(sc), BridgeTableComment); !ch.Empty() {
 		b.nft = append(b.nft, ch)
@@ -448,7 +454,7 @@ func Egress(n *model.Network, defaultLink string, uplinkBridge map[string]string
 }
 
 // ports records the VM interfaces of network n and their port security.
-func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]desiredPort, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool) []error {
+func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]desiredPort, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool, newConns map[NewConnClass]bool) []error {
 	var errs []error
 	for _, port := range cfg.Ports(n.Name) {
 		dp := desiredPort{
@@ -462,7 +468,7 @@ func ports(cfg *model.Config, n *model.Network, opt Options, want map[string]des
 			dp.qosPath = fmt.Sprintf("vms[%d].interfaces[%d].qos", vmIndex(cfg, port.VM), port.Index)
 		}
 		want[port.Iface.Tap] = dp
-		if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits); err != nil {
+		if err := portSecurity(cfg, n, port, opt, elems, belems, storms, connLimits, newConns); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/knftables"
 
@@ -131,8 +132,8 @@ func bridgeSetType(name string) (Set, bool) {
 
 // portSecurity adds the elements that protect one VM interface: its MAC
 // and addresses in the bridge table, its storm class, and its connection
-// cap in the inet table.
-func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool) error {
+// cap and new-connection rate in the inet table.
+func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options, elems, belems Elements, storms map[StormClass]bool, connLimits map[int]bool, newConns map[NewConnClass]bool) error {
 	sec := p.Iface.Security
 	tap := p.Iface.Tap
 	var addrs []netip.Addr
@@ -149,6 +150,17 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 			elems[key] = append(elems[key], NewElement(a.String()))
 		}
 	}
+	if sec.NewConnections != "" {
+		nc, err := rateClass(sec.NewConnections)
+		if err != nil {
+			return cfg.Errorf(fmt.Sprintf("vms[%d].interfaces[%d].security.newConnections", vmIndex(cfg, p.VM), p.Index), "%v", err)
+		}
+		newConns[nc] = true
+		key := NewConnKeysSet(nc)
+		for _, a := range addrs {
+			elems[key] = append(elems[key], NewElement(a.String()))
+		}
+	}
 	if !sec.SpoofguardOn() {
 		return nil
 	}
@@ -160,16 +172,25 @@ func portSecurity(cfg *model.Config, n *model.Network, p model.Port, opt Options
 	}
 	storm := DefaultBroadcastLimit
 	if sec.BroadcastLimit != "" {
-		count, per, err := model.ParseRateLimit(sec.BroadcastLimit)
-		if err != nil {
+		var err error
+		if storm, err = rateClass(sec.BroadcastLimit); err != nil {
 			return cfg.Errorf(fmt.Sprintf("vms[%d].interfaces[%d].security.broadcastLimit", vmIndex(cfg, p.VM), p.Index), "%v", err)
-		}
-		storm = StormClass{Count: count, Unit: "second"}
-		if per.Minutes() == 1 {
-			storm.Unit = "minute"
 		}
 	}
 	storms[storm] = true
 	belems[stormKeys(storm)] = append(belems[stormKeys(storm)], NewElement(tap))
 	return nil
+}
+
+// rateClass parses a rate such as "200/second" (see model.ParseRateLimit).
+func rateClass(s string) (RateClass, error) {
+	count, per, err := model.ParseRateLimit(s)
+	if err != nil {
+		return RateClass{}, err
+	}
+	c := RateClass{Count: count, Unit: "second"}
+	if per == time.Minute {
+		c.Unit = "minute"
+	}
+	return c, nil
 }

@@ -182,6 +182,36 @@ func (r RateClass) KeysSet() string { return r.name() + "_keys" }
 // meterSet is the dynamic set of per-source meters.
 func (r RateClass) meterSet() string { return r.name() + "_meter" }
 
+// NewConnClass is one distinct newConnections rate of guests, e.g.
+// 200/second: new connections (conntrack entries) a guest may open. Like a
+// RateClass it costs one rule and two sets whatever the number of guests.
+type NewConnClass = RateClass
+
+// newConnName is the class's set-name stem, e.g. "nc_200_second".
+func newConnName(c NewConnClass) string { return fmt.Sprintf("nc_%d_%s", c.Count, c.Unit) }
+
+// NewConnKeysSet holds the addresses of the guests limited at this rate.
+func NewConnKeysSet(c NewConnClass) string { return newConnName(c) + "_keys" }
+
+// newConnMeter is the dynamic set of per-guest meters.
+func newConnMeter(c NewConnClass) string { return newConnName(c) + "_meter" }
+
+// ReasonNewConnections is the drop reason of newConnections. Its counters
+// live in the inet table (SetDropNewConnections, keyed by the guest's
+// address), where conntrack has already told new connections apart; the
+// bridge table's drop sets are keyed by tap and see frames before that.
+const ReasonNewConnections = "new_connections"
+
+// SetDropNewConnections counts, per guest address, the new connections
+// dropped for going over the guest's newConnections rate. It exists while
+// some guest has a rate.
+var SetDropNewConnections = DropSet(ReasonNewConnections)
+
+// PortDropReasons are every reason a guest's traffic is dropped for, as
+// `kvmnet get ports` and the port security metric show them: the bridge
+// table's and newConnections.
+var PortDropReasons = append(append([]string(nil), DropReasons...), ReasonNewConnections)
+
 // Ruleset is the whole desired table but for the elements.
 type Ruleset struct {
 	// Family is the table's family: inet (routing, NAT, forwards) or
@@ -194,10 +224,11 @@ type Ruleset struct {
 }
 
 // DesiredRuleset returns the inet table for the given rate classes of
-// forwards and connection limits of guests.
-func DesiredRuleset(classes []RateClass, connLimits []int) Ruleset {
+// forwards, connection limits and new-connection rates of guests.
+func DesiredRuleset(classes []RateClass, connLimits []int, newConns []NewConnClass) Ruleset {
 	rs := Ruleset{Family: knftables.InetFamily, Sets: append([]Set(nil), baseSets...)}
 	sort.Slice(classes, func(i, j int) bool { return classes[i].name() < classes[j].name() })
+	sort.Slice(newConns, func(i, j int) bool { return newConnName(newConns[i]) < newConnName(newConns[j]) })
 	for _, c := range baseChains {
 		c.Rules = append([]Rule(nil), c.Rules...)
 		if c.Name == "guard" {
@@ -206,6 +237,20 @@ func DesiredRuleset(classes []RateClass, connLimits []int) Ruleset {
 					Rule: fmt.Sprintf(`ct state new ip daddr . meta l4proto . th dport @%s add @%s { ip saddr . ip daddr . meta l4proto . th dport limit rate over %d/%s } counter drop`,
 						rc.KeysSet(), rc.meterSet(), rc.Count, rc.Unit),
 					Comment: fmt.Sprintf("forward-rate-%d/%s-drop", rc.Count, rc.Unit),
+				})
+			}
+			// A guest's new connections are limited (newConnections), one
+			// rule per distinct rate, keyed by the guest's bound address
+			// like maxConnections below. It comes first: a connection
+			// dropped for its rate never enters the guest's count, and a
+			// guest at its cap that floods SYNs is cut here, before each
+			// SYN costs a count (closed connections waiting out their
+			// timeout fill the conntrack table, not the cap).
+			for _, nc := range newConns {
+				c.Rules = append(c.Rules, Rule{
+					Rule: fmt.Sprintf(`ct state new ip saddr @%s add @%s { ip saddr limit rate over %d/%s } update @%s { ip saddr counter } drop`,
+						NewConnKeysSet(nc), newConnMeter(nc), nc.Count, nc.Unit, SetDropNewConnections),
+					Comment: fmt.Sprintf("guest-new-connections-%d/%s-drop", nc.Count, nc.Unit),
 				})
 			}
 			// A guest's tracked connections are capped (maxConnections), one
@@ -232,6 +277,15 @@ func DesiredRuleset(classes []RateClass, connLimits []int) Ruleset {
 			Set{Name: fmt.Sprintf("climit_%d_keys", n), Type: "ipv4_addr", Comment: fmt.Sprintf("guests limited to %d connections", n)},
 			Set{Name: fmt.Sprintf("climit_%d_meter", n), Type: "ipv4_addr", Dynamic: true, NoTimeout: true, Comment: "connection counts"},
 		)
+	}
+	for _, nc := range newConns {
+		rs.Sets = append(rs.Sets,
+			Set{Name: NewConnKeysSet(nc), Type: "ipv4_addr", Comment: fmt.Sprintf("guests limited to %d new connections/%s", nc.Count, nc.Unit)},
+			Set{Name: newConnMeter(nc), Type: "ipv4_addr", Dynamic: true, Timeout: "1m", Comment: "new connection meters"},
+		)
+	}
+	if len(newConns) > 0 {
+		rs.Sets = append(rs.Sets, Set{Name: SetDropNewConnections, Type: "ipv4_addr", Dynamic: true, NoTimeout: true, Comment: "drops: " + ReasonNewConnections})
 	}
 	return rs
 }
@@ -481,14 +535,22 @@ func SetType(family knftables.Family, name string) (Set, bool) {
 	var unit, kind string
 	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "rl %d %s %s", &count, &unit, &kind); n == 3 {
 		rc := RateClass{Count: count, Unit: unit}
-		for _, s := range DesiredRuleset([]RateClass{rc}, nil).Sets {
+		for _, s := range DesiredRuleset([]RateClass{rc}, nil, nil).Sets {
 			if s.Name == name {
 				return s, true
 			}
 		}
 	}
 	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "climit %d %s", &count, &kind); n == 2 {
-		for _, s := range DesiredRuleset(nil, []int{int(count)}).Sets {
+		for _, s := range DesiredRuleset(nil, []int{int(count)}, nil).Sets {
+			if s.Name == name {
+				return s, true
+			}
+		}
+	}
+	if n, _ := fmt.Sscanf(strings.ReplaceAll(name, "_", " "), "nc %d %s %s", &count, &unit, &kind); n == 3 || name == SetDropNewConnections {
+		nc := NewConnClass{Count: count, Unit: unit}
+		for _, s := range DesiredRuleset(nil, nil, []NewConnClass{nc}).Sets {
 			if s.Name == name {
 				return s, true
 			}

@@ -47,6 +47,11 @@ func file(networks []string, vms ...string) string {
 
 func net(format string, extra string) string { return fmt.Sprintf(format, extra) }
 
+// db1 is a second guest of dev with a newConnections rate.
+func db1(rate string) string {
+	return fmt.Sprintf("  - name: db1\n    interfaces: [{network: dev, mac: \"52:54:00:00:00:11\", ip: 192.168.100.11, tap: db1-0, security: {newConnections: %s}}]\n", rate)
+}
+
 var concerns = []struct {
 	name   string
 	states []struct{ name, doc string }
@@ -80,6 +85,11 @@ var concerns = []struct {
 		{"forwards", file([]string{net(dev, ", forwards: [{port: 8080, to: \"web1:80\"}, {proto: udp, port: 5000-5002, to: web1, from: [203.0.113.0/24]}]")}, net(web1, ""))},
 		{"forward-changed", file([]string{net(dev, ", forwards: [{port: 8081, to: \"web1:80\"}, {proto: udp, port: 5000-5002, to: web1, from: [203.0.113.0/24]}]")}, net(web1, ""))},
 		{"max-connections", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20}"))},
+		// A new rate is a rule, so the table is rebuilt; a second guest
+		// at that rate is an element, and a third at another is a rule.
+		{"new-connections", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20, newConnections: 200/second}"))},
+		{"new-connections-second-guest", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20, newConnections: 200/second}"), db1("200/second"))},
+		{"new-connections-other-rate", file([]string{net(dev, "")}, net(web1, ", security: {maxConnections: 20, newConnections: 200/second}"), db1("30/minute"))},
 		{"no-networks", file([]string{net(lan, "")})},
 	}},
 	{"fastpath", []struct{ name, doc string }{

@@ -250,6 +250,9 @@ func DropCounters(nsFD int) (map[string]map[string]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading table bridge %s: %w", plan.TableName, err)
 	}
+	if err := newConnectionDrops(c, out); err != nil {
+		return nil, err
+	}
 	for _, reason := range plan.DropReasons {
 		set, err := c.GetSetByName(table, plan.DropSet(reason))
 		if err != nil {
@@ -270,6 +273,69 @@ func DropCounters(nsFD int) (map[string]map[string]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+// newConnectionDrops adds to out the newConnections drops: the inet
+// table counts them per guest address (conntrack says what is new only
+// after routing's prerouting hook), and the bridge table's sg_ip4 (tap .
+// address) says whose tap the address is bound to. Drops of an address
+// no protected tap holds (spoofguard off) have no tap to be shown under.
+func newConnectionDrops(c *nftables.Conn, out map[string]map[string]uint64) error {
+	inet, err := c.ListTableOfFamily(plan.TableName, nftables.TableFamilyINet)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading table inet %s: %w", plan.TableName, err)
+	}
+	set, err := c.GetSetByName(inet, plan.SetDropNewConnections)
+	if err != nil {
+		return nil // no guest has a newConnections rate
+	}
+	elems, err := c.GetSetElements(set)
+	if err != nil || len(elems) == 0 {
+		if err != nil {
+			return fmt.Errorf("reading drop counters %s: %w", plan.ReasonNewConnections, err)
+		}
+		return nil
+	}
+	bridge, err := c.ListTableOfFamily(plan.TableName, nftables.TableFamilyBridge)
+	if err != nil {
+		return nil
+	}
+	bound, err := c.GetSetByName(bridge, plan.SetSGIP4)
+	if err != nil {
+		return nil
+	}
+	bindings, err := c.GetSetElements(bound)
+	if err != nil {
+		return fmt.Errorf("reading set %s: %w", plan.SetSGIP4, err)
+	}
+	def, _ := plan.SetType(knftables.BridgeFamily, plan.SetSGIP4)
+	tapOf := map[string]string{}
+	for _, b := range bindings {
+		e, err := decodeElement(def, b)
+		if err != nil {
+			return fmt.Errorf("decoding element of set %s: %w", plan.SetSGIP4, err)
+		}
+		if k := e.Key(); len(k) == 2 {
+			tapOf[k[1]] = k[0]
+		}
+	}
+	for _, e := range elems {
+		if len(e.Key) < 4 || e.Counter == nil {
+			continue
+		}
+		tap, ok := tapOf[netip.AddrFrom4([4]byte(e.Key[:4])).String()]
+		if !ok {
+			continue
+		}
+		if out[tap] == nil {
+			out[tap] = map[string]uint64{}
+		}
+		out[tap][plan.ReasonNewConnections] += e.Counter.Packets
+	}
+	return nil
 }
 
 // WatchDeletions reports, coalesced, that something was deleted from the
