@@ -38,7 +38,9 @@ mount -t devtmpfs devtmpfs $r/dev
 mkdir -p $r/dev/pts $r/dev/shm
 mount -t devpts devpts $r/dev/pts
 mount -t tmpfs tmpfs $r/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs $r/tmp
+# /tmp stays the overlay's: the host's /tmp shows through (a checkout or a
+# CI clone may live there, and the test binaries with it), and what the
+# guest writes lands in the overlay's tmpfs.
 mount -t tmpfs -o mode=0755 tmpfs $r/run
 mkdir -p $r/run/vmtest $r/sys/fs/cgroup
 mount -t cgroup2 cgroup2 $r/sys/fs/cgroup
