@@ -37,7 +37,10 @@ vms:
     interfaces: [{network: dev, mac: "52:54:00:00:00:11", tap: db1-0, createTap: true}]
 `
 
-func dump(t *testing.T, ns string) string { return nstest.Dump(t, ns) }
+// dump is the namespace's state, without the IPv6 link-local addresses
+// and routes the kernel makes on its own timing (see
+// nstest.WithoutLinkLocal).
+func dump(t *testing.T, ns string) string { return nstest.WithoutLinkLocal(nstest.Dump(t, ns)) }
 
 func parse(t *testing.T, doc string) *model.Config {
 	t.Helper()
