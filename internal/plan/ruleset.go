@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/knftables"
 )
@@ -317,6 +318,9 @@ var TableComment = func() string {
 	for _, s := range baseSets {
 		fmt.Fprintf(h, "set %s %s %s %t\n", s.Name, s.Type, s.Map, s.Interval)
 	}
+	// Meter sets carry their timeout since this line: tables made
+	// before are rebuilt once.
+	fmt.Fprintf(h, "meters expire\n")
 	return "kvmnet ruleset " + hex.EncodeToString(h.Sum(nil))[:12]
 }()
 
@@ -337,7 +341,7 @@ var BridgeTableComment = func() string {
 		fmt.Fprintf(h, "%s # %s\n", r.Rule, r.Comment)
 	}
 	for _, s := range rs.Sets {
-		fmt.Fprintf(h, "set %s %s %t\n", s.Name, s.Type, s.Dynamic)
+		fmt.Fprintf(h, "set %s %s %t %s\n", s.Name, s.Type, s.Dynamic, s.Timeout)
 	}
 	return "kvmnet ruleset " + hex.EncodeToString(h.Sum(nil))[:12]
 }()
@@ -449,6 +453,15 @@ func (c *NftChange) Transaction(tx *knftables.Transaction) {
 				set.Flags = append(set.Flags, knftables.DynamicFlag)
 				if !s.NoTimeout {
 					set.Flags = append(set.Flags, knftables.TimeoutFlag)
+				}
+			}
+			if s.Timeout != "" {
+				// Without a set timeout the flag alone lets elements live
+				// for ever: a meter keyed by source address then fills
+				// up (size 65535), and a full set's `add` fails, which
+				// ends the rule without its drop.
+				if d, err := time.ParseDuration(s.Timeout); err == nil {
+					set.Timeout = &d
 				}
 			}
 			tx.Add(set)
