@@ -56,7 +56,10 @@ func (e *Engine) edit(ctx context.Context, ed model.Edit, change func(*model.Con
 		return nil, nil, err
 	}
 	checked := time.Now()
-	p, err := e.runEdit(ctx, next)
+	// Planned from a fresh observation and applied like any change; an
+	// edit of forwards is normally element edits alone, undone by their
+	// inverse (plan.NftChange.Do), so no copy of the table is taken.
+	p, err := e.run(ctx, next)
 	if err != nil {
 		return p, nil, err
 	}
@@ -87,18 +90,4 @@ func (e *Engine) edit(ctx context.Context, ed model.Edit, change func(*model.Con
 	e.Log.Debug("edited the desired state", "edit", ed.Name, "revision", rev, "load", loaded.Sub(start),
 		"check", checked.Sub(loaded), "apply", applied.Sub(checked), "store", time.Since(applied))
 	return p, next, nil
-}
-
-// runEdit plans cfg and applies the plan; caller holds mu. An edit of
-// forwards normally plans element edits of the nftables table alone (and
-// cut connections), which are undone by their inverse, not from a saved
-// copy of the table (see plan.NftChange.Do).
-func (e *Engine) runEdit(ctx context.Context, cfg *model.Config) (*plan.Plan, error) {
-	start := time.Now()
-	p, err := e.plan(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	e.Log.Debug("planned the edit from a fresh observation", "took", time.Since(start), "actions", p.Summary())
-	return p, e.applyPlan(ctx, p)
 }
