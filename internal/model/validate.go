@@ -600,18 +600,7 @@ func (k *checker) interfacesTogether() {
 	macs := map[string]string{}
 	ips := map[netip.Addr]string{}
 	taps := map[string]string{}
-	devices := map[string]string{} // bridge and uplink names → what they are
-	for _, n := range k.c.Networks {
-		if n.Uplink != "" && n.Mode == ModeBridged {
-			devices[n.Uplink] = fmt.Sprintf("the uplink of network %q", n.Name)
-		}
-		if n.Mode == ModeNAT && n.Egress != "" {
-			devices[n.Egress] = fmt.Sprintf("the egress of network %q", n.Name)
-		}
-		if n.Bridge != "" {
-			devices[n.Bridge] = fmt.Sprintf("the bridge of network %q", n.Name)
-		}
-	}
+	devices := k.networkDevices()
 	for vi := range k.c.VMs {
 		vm := &k.c.VMs[vi]
 		for i := range vm.Interfaces {
@@ -651,6 +640,24 @@ func (k *checker) interfacesTogether() {
 			}
 		}
 	}
+}
+
+// networkDevices maps the names of the networks' bridges, uplinks and
+// egresses to what they are, for messages about a tap that takes one.
+func (k *checker) networkDevices() map[string]string {
+	devices := map[string]string{}
+	for _, n := range k.c.Networks {
+		if n.Uplink != "" && n.Mode == ModeBridged {
+			devices[n.Uplink] = fmt.Sprintf("the uplink of network %q", n.Name)
+		}
+		if n.Mode == ModeNAT && n.Egress != "" {
+			devices[n.Egress] = fmt.Sprintf("the egress of network %q", n.Name)
+		}
+		if n.Bridge != "" {
+			devices[n.Bridge] = fmt.Sprintf("the bridge of network %q", n.Name)
+		}
+	}
+	return devices
 }
 
 // lineOf says "line N" for path, for messages that point elsewhere.

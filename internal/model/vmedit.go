@@ -79,15 +79,8 @@ func (c *Config) WithInterface(a Attach, ed Edit) (*Config, error) {
 func (k *checker) interfaceClaims(vi, i int) {
 	in := &k.c.VMs[vi].Interfaces[i]
 	p := ifacePath(vi, i)
-	for _, n := range k.c.Networks {
-		switch in.Tap {
-		case n.Bridge:
-			k.errorf(p+".tap", "tap %q is the bridge of network %q; choose a name no bridge, uplink or egress uses", in.Tap, n.Name)
-		case n.Uplink:
-			k.errorf(p+".tap", "tap %q is the uplink of network %q; choose a name no bridge, uplink or egress uses", in.Tap, n.Name)
-		case n.Egress:
-			k.errorf(p+".tap", "tap %q is the egress of network %q; choose a name no bridge, uplink or egress uses", in.Tap, n.Name)
-		}
+	if dev, clash := k.networkDevices()[in.Tap]; clash {
+		k.errorf(p+".tap", "tap %q is %s; set tap: to a name no bridge, uplink or egress uses", in.Tap, dev)
 	}
 	for ovi := range k.c.VMs {
 		ovm := &k.c.VMs[ovi]
